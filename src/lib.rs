@@ -1,0 +1,2 @@
+//! ballast: an HTTP API service (durable jobs, files) with its operations built in.
+pub mod config;
