@@ -1,1 +1,6 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = ballast::cli::Cli::parse();
+    std::process::exit(ballast::cli::run(cli));
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
-pub use load::{Raw, Source};
+pub use load::{load as load_raw, Raw, Source};
 
 /// Exit code for configuration errors (sysexits.h EX_CONFIG).
 pub const EX_CONFIG: i32 = 78;

@@ -1,0 +1,157 @@
+//! The one HTTP error type. Handlers return `Result<_, ApiError>`; lower layers return their
+//! own errors (sqlx, storage, jobs) which convert here. Every error leaves as RFC 9457
+//! `application/problem+json` with `instance` and `trace_id`; internal causes are logged with
+//! their chain and never sent to the client.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::telemetry::context;
+
+/// Marker in response extensions so the access log can record why a 5xx happened.
+#[derive(Clone, Debug)]
+pub struct ErrorNote(pub String);
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Internal cause, logged, never shown.
+    pub source: Option<anyhow::Error>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    instance: String,
+    trace_id: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, slug, title, detail: detail.into(), headers: Vec::new(), source: None }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+            .with_header(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            "this route does not accept that method",
+        )
+    }
+    pub fn timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout", detail)
+    }
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+    pub fn payload_too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", detail)
+    }
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+    }
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Unprocessable content", detail)
+    }
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+            .with_header(header::RETRY_AFTER, &retry_after_secs.to_string())
+    }
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed to handle the request; quote the trace_id when reporting it",
+        );
+        e.source = Some(source.into());
+        e
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.title, self.detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ctx = context::current();
+        let note = match &self.source {
+            Some(src) => {
+                tracing::error!(error = format!("{src:#}"), status = self.status.as_u16(), "request failed");
+                Some(format!("{src:#}"))
+            }
+            None if self.status.is_server_error() => Some(self.detail.clone()),
+            None => None,
+        };
+        let body = ProblemBody {
+            kind: format!("urn:ballast:problem:{}", self.slug),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            instance: ctx.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+            trace_id: ctx.map(|c| c.trace_id).unwrap_or_default(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], bytes).into_response();
+        resp.headers_mut().extend(self.headers);
+        if let Some(note) = note {
+            resp.extensions_mut().insert(ErrorNote(note));
+        }
+        resp
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => ApiError::not_found("no such resource"),
+            sqlx::Error::PoolTimedOut => {
+                let mut err = ApiError::unavailable("the database is busy or unreachable; retry shortly", 2);
+                err.source = Some(e.into());
+                err
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::conflict("the resource already exists"),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
+                let mut err = ApiError::unavailable("the database is unreachable; retry shortly", 2);
+                err.source = Some(e.into());
+                err
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+pub mod headers;
+pub mod limits;
+pub mod observe;

@@ -1,0 +1,133 @@
+//! The outermost layer: trace context, request id, the request span, one access-log line
+//! and the RED metrics per request. Everything inside (errors, auth, handlers) sees the ids
+//! through `telemetry::context`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::http::client_ip::{self, ClientIp};
+use crate::http::error::ErrorNote;
+use crate::metrics as m;
+use crate::state::AppState;
+use crate::telemetry::context::{self, RequestContext};
+use crate::telemetry::redact;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_TRACE_ID: &str = "x-trace-id";
+
+/// Decrements the in-flight gauge even when the request future is dropped mid-way.
+struct InFlight;
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!(m::HTTP_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(m::HTTP_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+fn is_quiet(route: &str) -> bool {
+    route.starts_with("/health") || route == "/metrics" || route == "/info"
+}
+
+pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlight::new();
+    let headers = req.headers();
+    let trace_id = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(context::parse_traceparent)
+        .unwrap_or_else(context::new_trace_id);
+    let request_id = headers
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(context::sanitize_request_id)
+        .unwrap_or_else(context::new_request_id);
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let client_ip = client_ip::resolve(&req, &state.settings.http.trusted_proxies);
+    req.extensions_mut().insert(ClientIp(client_ip));
+    let request_size =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+    let query = req.uri().query().map(redact::redact_query);
+
+    let ctx = RequestContext {
+        trace_id: trace_id.clone(),
+        span_id: context::new_span_id(),
+        request_id: request_id.clone(),
+        path: req.uri().path().to_string(),
+        user: Arc::new(OnceLock::new()),
+    };
+    let user = ctx.user.clone();
+    let span_id = ctx.span_id.clone();
+    let span = tracing::info_span!("request", %trace_id, %request_id, method = %method, route = %route);
+    let mut resp = context::CURRENT.scope(ctx, next.run(req).instrument(span)).await;
+
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    // Streamed bodies have no exact size yet: they count as 0 here.
+    let bytes_out = http_body::Body::size_hint(resp.body()).exact().unwrap_or_else(|| {
+        resp.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    let status_label = status.to_string();
+    let labels = [("method", method.clone()), ("route", route.clone()), ("status", status_label)];
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(m::HTTP_REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());
+    if let Some(size) = request_size {
+        metrics::histogram!(m::HTTP_REQUEST_SIZE, "route" => route.clone()).record(size);
+    }
+    metrics::histogram!(m::HTTP_RESPONSE_SIZE, "route" => route.clone()).record(bytes_out as f64);
+
+    let error = resp.extensions().get::<ErrorNote>().map(|n| n.0.clone());
+    let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let user = user.get().map(String::as_str).unwrap_or("");
+    let client_ip = client_ip.to_string();
+    let query = query.as_deref().unwrap_or("");
+    macro_rules! access {
+        ($lvl:ident) => {
+            tracing::$lvl!(
+                target: "access",
+                method = %method, route = %route, status, duration_ms, bytes_out, client_ip = %client_ip,
+                user, trace_id = %trace_id, request_id = %request_id, query, error = error.as_deref(),
+                "request completed"
+            )
+        };
+    }
+    if status >= 500 {
+        access!(error);
+    } else if is_quiet(&route) {
+        access!(debug);
+    } else {
+        access!(info);
+    }
+    if state.lifecycle.is_draining() {
+        state.lifecycle.drained_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        h.insert(X_TRACE_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-01")) {
+        h.insert("traceparent", v);
+    }
+    resp
+}

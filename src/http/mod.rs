@@ -1,0 +1,111 @@
+//! HTTP edge: routers for both listeners, the middleware stack, the server loop.
+
+pub mod client_ip;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{middleware::from_fn_with_state, Router};
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::state::AppState;
+use error::ApiError;
+use routes::{health, management};
+
+/// The public listener's router: probes, the API, docs.
+pub fn public_router(state: AppState) -> Router {
+    let s = &state.settings.http;
+    let permits = Arc::new(Semaphore::new(s.max_concurrent));
+    let compression =
+        SizeAbove::new(1024).and(NotForContentType::GRPC).and(NotForContentType::IMAGES).and(NotForContentType::SSE);
+
+    // Layer order, outermost first (a request walks down this list, the response back up):
+    // 1. observe: trace/request ids, request span, access log, RED metrics — sees every outcome;
+    // 2. security headers, so even errors and panics carry them;
+    // 3. panics become 500 problems (the worker thread survives, nothing leaks);
+    // 4. load shedding before any work is done; 5. the request deadline;
+    // 6. CORS; 7. compression; 8. the JSON body limit (uploads lift it on their own route).
+    let stack = ServiceBuilder::new()
+        .layer(from_fn_with_state(state.clone(), middleware::observe::observe))
+        .layer(from_fn_with_state(state.clone(), middleware::headers::security_headers))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn_with_state(permits, middleware::limits::shed))
+        .layer(from_fn_with_state(state.clone(), middleware::limits::deadline))
+        .layer(tower::util::option_layer(cors(&s.cors_origins)))
+        .layer(CompressionLayer::new().compress_when(compression))
+        .layer(DefaultBodyLimit::max(s.max_json_body));
+
+    Router::new()
+        .route("/health", get(health::summary))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .nest("/api/v1", crate::jobs::api::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(stack)
+        .with_state(state)
+}
+
+/// The management listener: metrics, deep health, build info. Not logged at info level.
+pub fn management_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(management::metrics))
+        .route("/health/details", get(health::details))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/info", get(management::info))
+        .fallback(not_found)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "idempotency-key".parse().expect("static header")])
+        .expose_headers(["x-request-id".parse().expect("static header"), header::LOCATION, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    Some(layer.allow_origin(list))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no route matches this path")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The payload may hold internal details: it goes to the server log, never to the client.
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    tracing::error!(panic = message, "handler panicked");
+    let mut err = ApiError::internal(anyhow::anyhow!("handler panicked"));
+    err.source = None;
+    err.into_response()
+}

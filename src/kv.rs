@@ -1,0 +1,66 @@
+//! Redis pool. Redis is optional unless `REDIS_REQUIRED`: every call is bounded by
+//! `REDIS_TIMEOUT_MS`, so a hung Redis costs a request at most that long.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use secrecy::ExposeSecret;
+
+use crate::config::RedisSettings;
+
+#[derive(Clone)]
+pub struct Redis {
+    pub pool: Pool,
+    pub timeout: Duration,
+    pub prefix: String,
+}
+
+impl Redis {
+    /// Builds the pool without connecting (connections are made lazily).
+    pub fn build(settings: &RedisSettings) -> anyhow::Result<Option<Redis>> {
+        let Some(url) = &settings.url else { return Ok(None) };
+        let mut cfg = Config::from_url(url.expose_secret());
+        let mut pool_cfg = PoolConfig::new(settings.pool_size);
+        pool_cfg.timeouts =
+            Timeouts { wait: Some(settings.timeout), create: Some(settings.timeout), recycle: Some(settings.timeout) };
+        cfg.pool = Some(pool_cfg);
+        let pool = cfg.create_pool(Some(Runtime::Tokio1)).context("building the redis pool from REDIS_URL")?;
+        Ok(Some(Redis { pool, timeout: settings.timeout, prefix: settings.key_prefix.clone() }))
+    }
+
+    /// One PING, bounded by `timeout`; returns the round-trip time.
+    pub async fn ping(&self, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let fut = async {
+            let mut conn = self.pool.get().await.context("getting a redis connection")?;
+            let _: String = redis::cmd("PING").query_async(&mut conn).await.context("PING")?;
+            anyhow::Ok(())
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| anyhow::anyhow!("redis did not answer within {timeout:?}"))??;
+        Ok(started.elapsed())
+    }
+
+    /// Waits for Redis at start-up, up to `deadline`.
+    pub async fn wait_ready(&self, deadline: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.ping(Duration::from_secs(1)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() + delay < deadline => {
+                    tracing::warn!(error = format!("{e:#}"), "redis not reachable yet");
+                }
+                Err(e) => return Err(e).context(format!("redis unreachable after {deadline:?}")),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    pub fn key(&self, parts: &[&str]) -> String {
+        format!("{}{}", self.prefix, parts.join(":"))
+    }
+}

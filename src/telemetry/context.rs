@@ -1,0 +1,95 @@
+//! W3C trace context and request ids, carried through a request in a task-local so every
+//! layer (errors, access log, auth) sees the same ids without threading them through calls.
+
+use std::sync::{Arc, OnceLock};
+
+use rand::RngCore;
+
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub trace_id: String,
+    pub span_id: String,
+    pub request_id: String,
+    pub path: String,
+    /// Set by the auth extractor once a token is verified; read by the access log.
+    pub user: Arc<OnceLock<String>>,
+}
+
+tokio::task_local! {
+    pub static CURRENT: RequestContext;
+}
+
+/// The context of the request being served by this task, if any.
+pub fn current() -> Option<RequestContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+pub fn current_trace_id() -> Option<String> {
+    CURRENT.try_with(|c| c.trace_id.clone()).ok()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+pub fn new_trace_id() -> String {
+    random_hex(16)
+}
+
+pub fn new_span_id() -> String {
+    random_hex(8)
+}
+
+/// Parses `traceparent` (version 00): returns the trace id when the header is well formed
+/// and the id is not all zeros, as the W3C spec requires.
+pub fn parse_traceparent(value: &str) -> Option<String> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if version == "ff" || !hex(version, 2) || !hex(trace_id, 32) || !hex(parent, 16) || !hex(flags, 2) {
+        return None;
+    }
+    if trace_id.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace_id.to_string())
+}
+
+/// Accepts a client's request id when it is short and plain; otherwise a new one is made,
+/// so nothing hostile reaches the logs.
+pub fn sanitize_request_id(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| value.to_string())
+}
+
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_per_w3c() {
+        assert_eq!(
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
+        assert!(parse_traceparent("garbage").is_none());
+    }
+
+    #[test]
+    fn hostile_request_ids_are_replaced() {
+        assert_eq!(sanitize_request_id("abc-123").as_deref(), Some("abc-123"));
+        assert!(sanitize_request_id("a\"b").is_none());
+        assert!(sanitize_request_id(&"x".repeat(200)).is_none());
+    }
+}

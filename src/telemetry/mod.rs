@@ -1,0 +1,32 @@
+//! Logging setup and the per-request trace context.
+
+pub mod context;
+pub mod redact;
+
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber: one JSON object per line (or human-readable text).
+/// The JSON form carries the current span's fields, so lines logged inside a request or a
+/// job carry its `trace_id` and `request_id`.
+pub fn init(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_target(true)
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().compact().with_writer(std::io::stdout)).try_init(),
+    };
+    // A second init (tests, or `check-config` after `serve` in one process) keeps the first.
+    let _ = result;
+}
