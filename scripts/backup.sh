@@ -520,9 +520,10 @@ bk_main() {
   fi
   local entries
   entries="$("$PG_RESTORE" --list "$BK_TMP_DUMP" 2>/dev/null | grep -c '^[0-9]' || true)"
-  if ! "$PG_RESTORE" --list "$BK_TMP_DUMP" >/dev/null 2>&1 || [ "${entries:-0}" -eq 0 ]; then
+  if ! "$PG_RESTORE" --list "$BK_TMP_DUMP" >/dev/null 2>&1; then
     bk_die "$BK_EX_VERIFY" "verification failed: pg_restore --list cannot read the dump"
   fi
+  [ "${entries:-0}" -gt 0 ] || bk_log "note: the database is empty (no objects in the dump)"
   mv -f "$BK_TMP_DUMP" "$out"; BK_TMP_DUMP=""
   bk_write_checksum "$out"
   bk_verify_checksum "$out" || bk_die "$BK_EX_VERIFY" "checksum verification failed for $out"
