@@ -93,6 +93,18 @@ for profile in prod list; do
   export NGINX_CERT_DIR="$dir/certs" NGINX_ACME_ROOT="$dir/acme" NGINX_TEMP_DIR="$dir/temp" NGINX_RESOLVER=127.0.0.1
   render "$dir"
   selfsigned "$dir/certs"
+  # The official image's 20-envsubst-on-templates.sh substitutes every variable defined in
+  # the environment (or those matching NGINX_ENVSUBST_FILTER). Rendering that way must give
+  # the same result: no nginx $variable may collide with an environment variable.
+  image_list=""
+  while IFS= read -r name; do image_list+="\${$name} "; done < <(awk 'END { for (n in ENVIRON) print n }' </dev/null)
+  same=yes
+  while IFS= read -r tpl; do
+    rel="${tpl#"$NGINX_DIR/templates/"}"
+    cmp -s <(envsubst "$image_list" <"$tpl") "$dir/conf.d/${rel%.template}" || same="no (${rel})"
+  done < <(find "$NGINX_DIR/templates" -type f -name '*.template')
+  expect_same() { [ "$same" = yes ]; }
+  check "[$profile] image-style rendering (all environment variables) gives the same files: $same" expect_same
   leftover="$(grep -rhoE '\$\{?(BALLAST|NGINX)_[A-Z0-9_]*' "$dir/conf.d" | sort -u | tr '\n' ' ' || true)"
   check "[$profile] templates render completely (left: ${leftover:-none})" test -z "$leftover"
 
