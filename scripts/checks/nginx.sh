@@ -79,20 +79,32 @@ check "nginx/README.md documents every variable" documented
 check "no private key or certificate committed under nginx/" \
   test -z "$(find "$NGINX_DIR" -type f \( -name '*.key' -o -name '*.pem' -o -name '*.crt' -o -name '*.p12' \))"
 
-# ---------------------------------------------------------------- 2. render + nginx -t, two profiles
-# production-like: one upstream name, standard ports (nginx -t binds nothing);
-# native-like: loopback ports and an upstream list, as scripts/e2e/nginx.sh uses them.
-declare -A PROFILE_UPSTREAM=([prod]="127.0.0.1:8080" [list]="127.0.0.1:18080; server 127.0.0.1:18081")
-declare -A PROFILE_PORTS=([prod]="80 443 8082" [list]="127.0.0.1:18000 127.0.0.1:18443 127.0.0.1:18082")
-declare -A PROFILE_NAME=([prod]="api.example.com" [list]="_")
-for profile in prod list; do
+# ---------------------------------------------------------------- 2. render + nginx -t, three profiles
+# prod:     one upstream name, standard ports (nginx -t binds nothing), throw-away RSA cert;
+# list:     loopback ports and an upstream list, as scripts/e2e/nginx.sh uses them;
+# gencerts: like prod, with the ECDSA leaf + CA chain that scripts/gen-certs.sh produces.
+declare -A PROFILE_UPSTREAM=([prod]="127.0.0.1:8080" [list]="127.0.0.1:18080; server 127.0.0.1:18081" [gencerts]="127.0.0.1:8080")
+declare -A PROFILE_PORTS=([prod]="80 443 8082" [list]="127.0.0.1:18000 127.0.0.1:18443 127.0.0.1:18082" [gencerts]="80 443 8082")
+declare -A PROFILE_NAME=([prod]="api.example.com" [list]="_" [gencerts]="api.example.com")
+profiles=(prod list)
+[ -x "$BALLAST_ROOT/scripts/gen-certs.sh" ] && profiles+=(gencerts)
+for profile in "${profiles[@]}"; do
   dir="$WORK/$profile"
   read -r http https status <<<"${PROFILE_PORTS[$profile]}"
   export BALLAST_UPSTREAM="${PROFILE_UPSTREAM[$profile]}" NGINX_SERVER_NAME="${PROFILE_NAME[$profile]}"
   export NGINX_MAX_BODY_SIZE=100m NGINX_HTTP_PORT="$http" NGINX_HTTPS_PORT="$https" NGINX_STATUS_PORT="$status"
   export NGINX_CERT_DIR="$dir/certs" NGINX_ACME_ROOT="$dir/acme" NGINX_TEMP_DIR="$dir/temp" NGINX_RESOLVER=127.0.0.1
   render "$dir"
-  selfsigned "$dir/certs"
+  if [ "$profile" = gencerts ]; then
+    if "$BALLAST_ROOT/scripts/gen-certs.sh" --dir "$dir/secrets" --domain api.example.com >"$dir/gen-certs.out" 2>&1 \
+      && cp "$dir/secrets/tls/server.crt" "$dir/secrets/tls/server.key" "$dir/certs/"; then
+      ok "[$profile] scripts/gen-certs.sh wrote secrets/tls/server.crt + server.key"
+    else
+      bad "[$profile] scripts/gen-certs.sh failed:"; sed 's/^/     /' "$dir/gen-certs.out"; continue
+    fi
+  else
+    selfsigned "$dir/certs"
+  fi
   # The official image's 20-envsubst-on-templates.sh substitutes every variable defined in
   # the environment (or those matching NGINX_ENVSUBST_FILTER). Rendering that way must give
   # the same result: no nginx $variable may collide with an environment variable.
@@ -113,7 +125,8 @@ for profile in prod list; do
   else
     bad "[$profile] nginx -t rejects the configuration:"; sed 's/^/     /' "$dir/t.out"
   fi
-  # Known, harmless warnings: stapling without a CA chain (self-signed here), and the
+  # Known, harmless warnings: stapling without an issuer or OCSP URL (self-signed or
+  # private-CA certificates: "issuer certificate not found", "no OCSP responder URL"), the
   # "listen ... http2" spelling on nginx >= 1.25 (kept so that 1.18-1.24 still parse it).
   warnings="$(grep -E '\[(warn|alert|crit|emerg)\]' "$dir/t.out" \
     | grep -vE '"ssl_stapling" ignored|"listen \.\.\. http2" directive is deprecated' || true)"
