@@ -509,7 +509,12 @@ bk_main() {
   bk_lock "$BACKUP_DIR"
   trap bk_cleanup EXIT
   trap 'bk_log "interrupted"; exit 130' INT TERM
-  [ -e "$out" ] && bk_die "$BK_EX_DUMP" "$out already exists (two backups in the same second?)"
+  if [ -e "$out" ] && [ -z "${BACKUP_NOW:-}" ]; then
+    # The previous run finished within the same second: take the next second's stamp.
+    while [ "$(date -u +%Y%m%dT%H%M%SZ)" = "$now" ]; do sleep 0.1; done
+    now="$(bk_now_ts)"; out="$BACKUP_DIR/$prefix-$now.dump"
+  fi
+  [ -e "$out" ] && bk_die "$BK_EX_DUMP" "$out already exists (BACKUP_NOW=$now reused?)"
 
   BK_TMP_DUMP="$BACKUP_DIR/.$prefix-$now.dump.partial"
   bk_log "dumping $PGC_DESC (server $PG_SERVER_MAJOR, pg_dump $PG_TOOLS_MAJOR)"
@@ -553,7 +558,8 @@ bk_main() {
   local took=$(( $(date +%s) - started ))
   date -u +%Y-%m-%dT%H:%M:%SZ >"$BACKUP_DIR/last_success"
   if [ -n "${BACKUP_METRICS_FILE:-}" ]; then
-    {
+    mkdir -p "$(dirname "$BACKUP_METRICS_FILE")" 2>/dev/null || true
+    if {
       echo '# HELP ballast_backup_last_success_timestamp_seconds Unix time of the last successful backup.'
       echo '# TYPE ballast_backup_last_success_timestamp_seconds gauge'
       echo "ballast_backup_last_success_timestamp_seconds $(date +%s)"
@@ -563,7 +569,11 @@ bk_main() {
       echo '# HELP ballast_backup_last_duration_seconds Duration of the last backup run.'
       echo '# TYPE ballast_backup_last_duration_seconds gauge'
       echo "ballast_backup_last_duration_seconds $took"
-    } >"$BACKUP_METRICS_FILE.tmp" && mv -f "$BACKUP_METRICS_FILE.tmp" "$BACKUP_METRICS_FILE"
+    } >"$BACKUP_METRICS_FILE.tmp" 2>/dev/null; then
+      mv -f "$BACKUP_METRICS_FILE.tmp" "$BACKUP_METRICS_FILE"
+    else
+      bk_log "warning: could not write $BACKUP_METRICS_FILE"
+    fi
   fi
   bk_log "backup complete in ${took}s"
 }

@@ -34,10 +34,11 @@
 #   DEPLOY_STATE_DIR (.deploy)  DEPLOY_SERVICES ("api worker")  DEPLOY_READY_TIMEOUT_SECS (180 compose, 60 native)
 #   DEPLOY_STOP_TIMEOUT_SECS (45)  DEPLOY_SKIP_BACKUP (0)  DEPLOY_SMOKE (1)  DEPLOY_SMOKE_ARGS ("")
 #   DEPLOY_ENV_FILE             env file: compose --env-file, or sourced for native instances
-#   compose: DEPLOY_COMPOSE_FILE, DEPLOY_COMPOSE_PROJECT, DEPLOY_TAG_VAR (BALLAST_TAG), DEPLOY_BUILD (0),
+#   compose: DEPLOY_COMPOSE_FILE, DEPLOY_COMPOSE_PROJECT, DEPLOY_TAG_VAR (BALLAST_TAG),
+#            DEPLOY_BUILD (auto: pull, build from this checkout when the registry has no such tag; 1: build; 0: pull),
 #            DEPLOY_SMOKE_URL (https://localhost, smoke uses -k), DEPLOY_CONTAINER_BIN (/app/ballast),
-#            DEPLOY_MGMT_PORT (8081), DEPLOY_BACKUP_SERVICE (backup), DEPLOY_BACKUP_CMD (backup.sh),
-#            DEPLOY_LB_SERVICE (nginx)
+#            DEPLOY_MGMT_PORT (8081), DEPLOY_BACKUP_SERVICE (backup),
+#            DEPLOY_BACKUP_CMD (bash /opt/ballast/scripts/backup.sh), DEPLOY_LB_SERVICE (nginx)
 #   native:  DEPLOY_IMAGES_DIR (required), DEPLOY_NATIVE_HOST (127.0.0.1), BACKUP_DIR ($DEPLOY_STATE_DIR/backups)
 #
 # Exit codes:
@@ -252,15 +253,19 @@ compose_init() {
 }
 tagged() { env "${DEPLOY_TAG_VAR:-BALLAST_TAG}=$1" "${@:2}"; }   # runs a command with the image tag set
 compose_pull() {
-  if [ "${DEPLOY_BUILD:-0}" = 1 ]; then
-    tagged "$1" "${COMPOSE[@]}" build api worker
-  else
-    tagged "$1" "${COMPOSE[@]}" pull --quiet api worker
-  fi
+  case "${DEPLOY_BUILD:-auto}" in
+    1|true) tagged "$1" "${COMPOSE[@]}" build api worker ;;
+    0|false) tagged "$1" "${COMPOSE[@]}" pull --quiet api worker ;;
+    *)
+      tagged "$1" "${COMPOSE[@]}" pull --quiet api worker && return 0
+      dlog "no image $1 in the registry: building it from this checkout"
+      tagged "$1" "${COMPOSE[@]}" build api worker
+      ;;
+  esac
 }
 compose_backup() {
   local cmd=()
-  read -ra cmd <<<"${DEPLOY_BACKUP_CMD:-backup.sh}"
+  read -ra cmd <<<"${DEPLOY_BACKUP_CMD:-bash /opt/ballast/scripts/backup.sh}"
   # The backup service runs with the database credentials and the backup volume already mounted.
   "${COMPOSE[@]}" exec -T "${DEPLOY_BACKUP_SERVICE:-backup}" "${cmd[@]}" >/dev/null
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # restore.sh — restore a ballast database dump written by backup.sh, safely.
 #
-# Usage: restore.sh [--yes] [--mode recreate|clean] [--files ARCHIVE] [--keep-old]
-#                   [--no-safety-backup] [--skip-checksum] DUMP_FILE
+# Usage: restore.sh [--yes] [--mode recreate|clean] [--target-db NAME] [--files ARCHIVE]
+#                   [--keep-old] [--no-safety-backup] [--skip-checksum] DUMP_FILE
 #
 #   --yes               do it (without it, and without a terminal to confirm on, nothing happens)
 #   --mode recreate     (default) restore into a staging database on the same server, verify it,
@@ -11,6 +11,8 @@
 #                       Needs CREATEDB and ownership of the target database.
 #   --mode clean        pg_restore --clean --if-exists into the target itself (for users without
 #                       CREATEDB); objects absent from the dump are left in place.
+#   --target-db NAME    restore into database NAME on the same server with the same credentials
+#                       instead of the configured one (restore drills: a scratch database)
 #   --files ARCHIVE     also restore a ballast-files-*.tar.gz into the local file storage
 #                       (STORAGE_DIR or STORAGE_URL=file://…); the current content is archived first
 #   --keep-old          keep the replaced database as <db>_old_<stamp> instead of dropping it
@@ -103,13 +105,15 @@ rs_storage_restore() {
 }
 
 rs_main() {
-  local yes=0 mode="${RESTORE_MODE:-recreate}" files="" keep_old="${RESTORE_KEEP_OLD:-0}" safety=1 skip_sum=0 dump=""
+  local yes=0 mode="${RESTORE_MODE:-recreate}" files="" target_db="${RESTORE_TARGET_DB:-}" keep_old="${RESTORE_KEEP_OLD:-0}" safety=1 skip_sum=0 dump=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --yes|-y) yes=1 ;;
       --mode) [ $# -ge 2 ] || { rs_usage >&2; exit "$RS_EX_USAGE"; }; mode="$2"; shift ;;
       --mode=*) mode="${1#--mode=}" ;;
       --files) [ $# -ge 2 ] || { rs_usage >&2; exit "$RS_EX_USAGE"; }; files="$2"; shift ;;
+      --target-db) [ $# -ge 2 ] || { rs_usage >&2; exit "$RS_EX_USAGE"; }; target_db="$2"; shift ;;
+      --target-db=*) target_db="${1#--target-db=}" ;;
       --keep-old) keep_old=1 ;;
       --no-safety-backup) safety=0 ;;
       --skip-checksum) skip_sum=1 ;;
@@ -144,6 +148,11 @@ rs_main() {
   bk_log "dump has $(grep -c '^[0-9]' <<<"$toc" || true) TOC entries"
 
   pgc_init
+  if [ -n "$target_db" ]; then
+    PGC_DBNAME="$target_db"
+    if [ -n "$PGC_URI" ]; then PGC_URI="$(pgc_uri_for "$target_db")"; fi
+    PGC_DESC="$PGC_DESC (target database overridden: $target_db)"
+  fi
   local db="$PGC_DBNAME" target
   target="$(pgc_target)"
   RS_MAINT="$(pgc_uri_for "${RESTORE_MAINTENANCE_DB:-postgres}")"
@@ -177,8 +186,13 @@ rs_main() {
   if [ "$exists" = 1 ] && [ "$safety" = 1 ]; then
     bk_log "safety backup of $db into $safety_dir"
     local out
-    if ! out="$(BACKUP_DIR="$safety_dir" BACKUP_PRUNE=0 BACKUP_FILES=0 BACKUP_S3_URL="" BACKUP_NOW="" \
-                BACKUP_METRICS_FILE="" BK_LOG_TAG=restore/safety-backup bash "$RS_DIR_SELF/backup.sh")"; then
+    # The child gets the target explicitly (the password, if any, through its environment only).
+    local child_env=(BACKUP_DIR="$safety_dir" BACKUP_PRUNE=0 BACKUP_FILES=0 BACKUP_S3_URL="" BACKUP_NOW=""
+                     BACKUP_METRICS_FILE="" BK_LOG_TAG=restore/safety-backup)
+    if [ -n "$PGC_URI" ]; then child_env+=(DATABASE_URL="$PGC_URI" DATABASE_URL_FILE="")
+    else child_env+=(DATABASE_URL="" DATABASE_URL_FILE="" PGDATABASE="$db"); fi
+    if ! out="$(export "${child_env[@]}"; if [ -n "$PGC_PASSWORD" ]; then export PGPASSWORD="$PGC_PASSWORD"; fi
+                bash "$RS_DIR_SELF/backup.sh")"; then
       bk_die "$RS_EX_SAFETY" "safety backup failed; nothing changed"
     fi
     safety_path="$(head -n1 <<<"$out")"

@@ -229,6 +229,14 @@ check "safety backup taken before the restore and its undo command printed" \
   bash -c '[ -n "$1" ] && [ -s "$1" ] && [ -s "$1.sha256" ]' _ "$SAFETY"
 leftover_dbs="$(q "$ADMIN_URL" "SELECT count(*) FROM pg_database WHERE datname LIKE '${DATA_DB}\\_rst\\_%' OR datname LIKE '${DATA_DB}\\_old\\_%'")"
 check "no staging/old databases left behind" test "$leftover_dbs" = 0
+# Drill: restore into a scratch database next to the live one; the live one is untouched.
+live_counts="$(table_counts "$DATA_URL")"
+rc=0
+DATABASE_URL="$DATA_URL_PW" BACKUP_DIR="$BK" timeout 300 "$S/restore.sh" --yes --target-db "${PFX}_drill" "$DUMP" \
+  </dev/null >/dev/null 2>"$LOGS/drill.log" || rc=$?
+check "restore drill into a scratch database (--target-db): same row counts, live database untouched (rc $rc)" \
+  bash -c '[ "$1" = 0 ] && [ "$2" = "$3" ] && [ "$4" = "$3" ]' _ "$rc" "$(table_counts "$(url_for "${PFX}_drill")" 2>/dev/null)" "$COUNTS_BEFORE" "$(table_counts "$DATA_URL")"
+[ "$live_counts" = "$(table_counts "$DATA_URL")" ] || fail "live database changed during the drill"
 # Undo: restoring the safety backup brings back the damaged state (incl. the intruder table).
 rc=0
 DATABASE_URL="$DATA_URL" BACKUP_DIR="$BK" timeout 300 "$S/restore.sh" --yes --no-safety-backup "$SAFETY" </dev/null >/dev/null 2>"$LOGS/undo.log" || rc=$?
