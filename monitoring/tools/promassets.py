@@ -14,6 +14,8 @@ Used by scripts/checks/monitoring.sh (static checks) and scripts/e2e/monitoring-
   promassets.py expr-rules OUT    every dashboard expression as a rule file (for promtool)
   promassets.py live-queries      JSON lines: every expression the live test must query
   promassets.py render-config ... prometheus.yml rendered to 127.0.0.1 targets
+  promassets.py wait-for --url U EXPR   poll Prometheus until EXPR returns data
+  promassets.py live-check ...    query every live item, retrying empty ones until a deadline
 """
 import argparse
 import glob
@@ -429,6 +431,110 @@ def cmd_live_queries(_args):
     return 0
 
 
+def prom_query(url, expr, timeout=5):
+    import urllib.parse
+    import urllib.request
+    data = urllib.parse.urlencode({"query": expr}).encode()
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/v1/query", data=data, timeout=timeout) as resp:
+            body = json.load(resp)
+    except Exception as exc:  # HTTP 400 carries the PromQL error in its body
+        body = None
+        if hasattr(exc, "read"):
+            try:
+                body = json.load(exc)
+            except Exception:
+                pass
+        if body is None:
+            return "error", str(exc), []
+    if body.get("status") != "success":
+        return "error", body.get("error", "?"), []
+    res = body["data"]["result"]
+    if body["data"]["resultType"] == "scalar":
+        res = [res]
+    return "success", "", res
+
+
+def cmd_wait_for(args):
+    """Polls until EXPR returns at least one series (filters like `> 0` make it a condition)."""
+    import time
+    deadline = time.monotonic() + args.timeout
+    while True:
+        status, err, res = prom_query(args.url, args.expr)
+        if status == "success" and res:
+            print(f"ok   waited for: {args.expr}")
+            return 0
+        if time.monotonic() > deadline:
+            print(f"FAIL waited {args.timeout}s for: {args.expr} ({err or 'no data'})")
+            return 1
+        time.sleep(0.25)
+
+
+def scraped_names(url):
+    import urllib.request
+    names = set()
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                names.add(re.split(r"[{ ]", line, 1)[0])
+    return names
+
+
+def cmd_live_check(args):
+    """Queries every live item against Prometheus; retries empty ones until the deadline."""
+    import time
+    items = []
+    if args.metrics_url:
+        exported = set()
+        for url in args.metrics_url:
+            exported |= scraped_names(url)
+        known = known_metrics()
+        for name, section in sorted(known.items()):
+            if section not in ("app", "process") or name.endswith(("_sum", "_count")):
+                continue
+            if name + "_bucket" in known:
+                continue  # histograms are checked through their _bucket series
+            ok = name in exported
+            items.append({"kind": "exported", "what": name, "done": True, "skip": "", "ok": ok,
+                          "why": "" if ok else "not in the /metrics of the api or worker process"})
+    with open(args.queries, encoding="utf-8") as fh:
+        for line in fh:
+            item = json.loads(line)
+            item["done"] = bool(item["skip"])
+            items.append(item)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        pending = [i for i in items if not i["done"]]
+        for item in pending:
+            status, err, res = prom_query(args.url, item["expr"])
+            if item["want"] == "ok":
+                item["ok"], item["why"], item["done"] = status == "success", err, True
+            elif status != "success":
+                item["ok"], item["why"], item["done"] = False, f"query error: {err}", True
+            elif res:
+                item["ok"], item["why"], item["done"] = True, f"{len(res)} series", True
+            else:
+                item["ok"], item["why"] = False, "empty result"
+        if all(i["done"] for i in items) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    passed = failed = skipped = 0
+    for item in items:
+        label = f"{item['kind']:<14} {item['what']}"
+        if item.get("skip"):
+            skipped += 1
+            print(f"skip {label}: {item['skip']}")
+        elif item.get("ok"):
+            passed += 1
+            print(f"ok   {label}" + (f" ({item['why']})" if item.get("why") else ""))
+        else:
+            failed += 1
+            print(f"FAIL {label}: {item.get('why')}\n       expr: {item.get('expr', '')}")
+    with open(args.summary, "w", encoding="utf-8") as fh:
+        fh.write(f"{passed} {failed} {skipped}\n")
+    return 1 if failed else 0
+
+
 def cmd_render_config(args):
     cfg = load_yaml(args.src)
     src_dir = os.path.dirname(os.path.abspath(args.src))
@@ -468,6 +574,16 @@ def main():
         sub.add_parser(name)
     p = sub.add_parser("expr-rules")
     p.add_argument("out")
+    p = sub.add_parser("wait-for")
+    p.add_argument("--url", required=True)
+    p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("expr")
+    p = sub.add_parser("live-check")
+    p.add_argument("--url", required=True, help="Prometheus base URL")
+    p.add_argument("--queries", required=True, help="output of live-queries")
+    p.add_argument("--metrics-url", action="append", default=[], help="/metrics of a ballast process")
+    p.add_argument("--timeout", type=float, default=30, help="seconds to keep retrying empty results")
+    p.add_argument("--summary", required=True, help="file receiving 'passed failed skipped'")
     p = sub.add_parser("render-config")
     p.add_argument("--src", default=os.path.join(MON, "prometheus.yml"))
     p.add_argument("--out", required=True)
