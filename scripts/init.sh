@@ -15,7 +15,8 @@
 #   backups/, backups/metrics/                      where the backup service writes
 #   .env                    from .env.example, with production values
 #
-# Permissions: secrets/ is 0700; secret files are 0640 with group SECRETS_GID (containers
+# Permissions: secrets/ is 0700 (secrets/alertmanager 0750: it is mounted as a directory);
+# secret files are 0640 with group SECRETS_GID (containers
 # that run as non-root users read them through group_add, see docker-compose.prod.yml);
 # private keys are 0600; .env is 0600.
 #
@@ -223,6 +224,8 @@ if ! chgrp -R "$secrets_gid" "$secrets_dir" 2>/dev/null; then
   log "warning: cannot give $secrets_dir to group $secrets_gid (run as root, or pass --secrets-gid $(id -g)); non-root containers will not be able to read their secrets"
 fi
 chmod 0700 "$secrets_dir"
+# Bind-mounted as a directory into alertmanager (uid 65534): the group must traverse it.
+chmod 0750 "$secrets_dir/alertmanager"
 chmod 2770 "$backup_dir" "$backup_dir/metrics"
 chgrp "$secrets_gid" "$backup_dir" "$backup_dir/metrics" 2>/dev/null \
   || log "warning: cannot give $backup_dir to group $secrets_gid; the backup service will not be able to write"

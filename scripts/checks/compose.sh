@@ -119,7 +119,9 @@ length_at_most() { local v; v="$(tr -d '\r\n' < "$1")"; [ "${#v}" -le "$2" ] || 
 distinct_passwords() { [ "$(cat "$s/postgres_password" "$s/redis_password" "$s/grafana_admin_password" | sort -u | wc -l)" -eq 3 ]; }
 database_url_ok() { grep -qx "postgres://ballast:$(cat "$s/postgres_password")@postgres:5432/ballast?sslmode=require" "$s/database_url"; }
 redis_url_ok() { grep -qx "redis://:$(cat "$s/redis_password")@redis:6379/0" "$s/redis_url"; }
-dirs_private() { [ -z "$(find "$s" -type d ! -perm 0700)" ]; }
+dirs_private() {
+  [ -z "$(find "$s" -type d ! -path "$s/alertmanager" ! -perm 0700)" ] && [ "$(stat -c %a "$s/alertmanager")" = 750 ]
+}
 files_private() { [ -z "$(find "$s" -type f -perm /o+rwx ! -name '*.crt')" ] && [ -z "$(find "$s" -name '*.key' ! -perm 0600)" ]; }
 env_file_ok() {
   local e="$host/.env"
@@ -145,7 +147,7 @@ check "init.sh: redis_exporter_auth.json maps redis://redis:6379 to the password
 import json, sys
 d = json.load(open(sys.argv[1] + "/redis_exporter_auth.json"))
 assert d == {"redis://redis:6379": open(sys.argv[1] + "/redis_password").read().strip()}, d' "$s"
-check "init.sh: secrets/ and its directories are 0700" dirs_private
+check "init.sh: secrets/ and its directories are 0700 (alertmanager/ 0750, mounted as a directory)" dirs_private
 check "init.sh: no secret file is world-accessible, keys are 0600" files_private
 check "init.sh: .env is 0600 with production values and no placeholder secrets" env_file_ok
 check "init.sh: backups/ and backups/metrics/ exist (2770)" backup_dirs_ok
