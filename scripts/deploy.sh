@@ -274,12 +274,15 @@ compose_check_config() {
 }
 compose_list() { tagged "$(state_get current_tag)" "${COMPOSE[@]}" ps -q --status running "$1" 2>/dev/null || true; }
 compose_tag() { local img; img="$(docker inspect -f '{{.Config.Image}}' "$1" 2>/dev/null)"; printf '%s' "${img##*:}"; }
+compose_all() { tagged "$(state_get current_tag)" "${COMPOSE[@]}" ps -a -q "$1" 2>/dev/null || true; }
 compose_start() { # SVC TAG → new container id
   local svc="$1" tag="$2" before after n new
-  before="$(compose_list "$svc" | sort)"
+  # Every container of the service, running or not, so a new one that crashes at once is seen
+  # (and then removed by the readiness failure path) instead of lingering in a restart loop.
+  before="$(compose_all "$svc" | sort)"
   n="$(grep -c . <<<"$before" || true)"
   tagged "$tag" "${COMPOSE[@]}" up -d --no-deps --no-recreate --scale "$svc=$(( n + 1 ))" "$svc" >&2 || return 1
-  after="$(compose_list "$svc" | sort)"
+  after="$(compose_all "$svc" | sort)"
   new="$(comm -13 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep . | head -n1)"
   [ -n "$new" ] || { dlog "compose did not create a new $svc container"; return 1; }
   dlog "started $svc container ${new:0:12} (tag $(compose_tag "$new"))"

@@ -478,6 +478,63 @@ EOF
   check "deploy.sh of an image that does not exist exits 4 (got $rc)" test "$rc" = 4
 fi
 
+# ====================================================================== 5b. compose runtime (fake docker)
+section "5b. deploy.sh compose runtime against a fake docker CLI (call sequence; no engine here)"
+FD="$TMP/fake-docker"; mkdir -p "$FD/bin"
+ln -s "$S/e2e/ops/fake-docker" "$FD/bin/docker"
+: >"$FD/docker-compose.prod.yml"
+api_rec="$(inst_of api 2>/dev/null | head -n1 || true)"
+fd_token=""
+[ -n "$BIN" ] && fd_token="$(JWT_SECRET="$SECRET" "$BIN" token --sub smoke-compose 2>/dev/null || true)"
+compose_env() {
+  env PATH="$FD/bin:$PATH" FAKE_DOCKER_STATE="$FD/state" FAKE_DOCKER_TOKEN="$fd_token" \
+    DEPLOY_RUNTIME=compose DEPLOY_COMPOSE_FILE="$FD/docker-compose.prod.yml" DEPLOY_STATE_DIR="$FD/deploy-state" \
+    DEPLOY_READY_TIMEOUT_SECS=10 DEPLOY_SMOKE_URL="http://$( [ -n "$api_rec" ] && rec "$api_rec" http)" "$@"
+}
+# fd_running SVC TAG: exactly one running fake container of SVC, with image tag TAG.
+fd_running() {
+  local n=0 f
+  for f in "$FD/state/containers"/*; do
+    if ! { [ -f "$f" ] && grep -qx "svc=$1" "$f" && grep -qx 'status=running' "$f"; }; then continue; fi
+    grep -qx "image=ballast:$2" "$f" || return 1
+    n=$((n + 1))
+  done
+  [ "$n" = 1 ]
+}
+fd_both() { fd_running api "$1" && fd_running worker "$1"; }
+if [ -z "$api_rec" ] || [ -z "$fd_token" ]; then
+  fail "compose runtime tests need the running native api (section 5) for the smoke test"
+else
+  for t in c1 c2; do
+    rc=0; compose_env timeout 120 "$S/deploy.sh" "$t" >"$LOGS/compose-$t.log" 2>&1 || rc=$?
+    if [ "$rc" = 0 ]; then ok "compose: deploy.sh $t exits 0"; else fail "compose: deploy.sh $t (rc $rc)"; show_log "$LOGS/compose-$t.log" 30; fi
+  done
+  check "compose: backup ran in the backup service, nginx reloaded, smoke passed" \
+    bash -c 'grep -q "^backup via backup bash /opt/ballast/scripts/backup.sh" "$1/events.log" && grep -q "^nginx reload" "$1/events.log" && grep -q "smoke: [0-9]* passed, 0 failed" "$2"' _ "$FD/state" "$LOGS/compose-c2.log"
+  check "compose: config checked with the new image (run --rm --no-deps -T api check-config)" \
+    grep -q -- '-T api check-config' "$FD/state/calls.log"
+  check "compose: c2 api created (scale 2) before the c1 api was stopped" \
+    bash -c 'awk "/^created api .*:c2\$/{c=NR} /^stopped api /{if (c && !s && NR > c) s=NR} END{exit !(c && s)}" "$1/events.log" && grep -q -- "--scale api=2 api" "$1/calls.log"' _ "$FD/state"
+  check "compose: api and worker on c2, previous_tag c1" \
+    bash -c '[ "$(cat "$1/current_tag")" = c2 ] && [ "$(cat "$1/previous_tag")" = c1 ]' _ "$FD/deploy-state"
+  check "compose: exactly one running api and one worker container, both c2" fd_both c2
+  rc=0; compose_env timeout 120 "$S/deploy.sh" c3-broken >"$LOGS/compose-c3.log" 2>&1 || rc=$?
+  check "compose: a release whose worker exits at once is rolled back (exit 7, got $rc)" test "$rc" = 7
+  check "compose: after the rollback api and worker are c2 again, no c3 container left" \
+    bash -c '! grep -rqx "image=ballast:c3-broken" "$1"/containers/' _ "$FD/state"
+  check "compose: exactly one running api and one worker container after the rollback, both c2" fd_both c2
+  n_events="$(wc -l <"$FD/state/events.log")"
+  rc=0; compose_env timeout 120 "$S/deploy.sh" c4-badconfig >"$LOGS/compose-c4.log" 2>&1 || rc=$?
+  check "compose: invalid config exits 6 before any container is created (got $rc)" \
+    bash -c '[ "$1" = 6 ] && ! tail -n +"$(( $2 + 1 ))" "$3" | grep -q "^created"' _ "$rc" "$n_events" "$FD/state/events.log"
+  rc=0; compose_env timeout 120 "$S/deploy.sh" c5-missing >"$LOGS/compose-c5.log" 2>&1 || rc=$?
+  check "compose: an image that can be neither pulled nor built exits 4 (got $rc)" test "$rc" = 4
+  rc=0; compose_env timeout 120 "$S/rollback.sh" >"$LOGS/compose-rollback.log" 2>&1 || rc=$?
+  check "compose: rollback.sh returns to c1 (got $rc)" \
+    bash -c '[ "$1" = 0 ] && [ "$(cat "$2/current_tag")" = c1 ]' _ "$rc" "$FD/deploy-state"
+  check "compose: exactly one running api and one worker container after rollback.sh, both c1" fd_both c1
+fi
+
 # ====================================================================== 6. smoke
 section "6. smoke.sh"
 api_rec="$(inst_of api 2>/dev/null | head -n1 || true)"
