@@ -80,17 +80,18 @@ check "no private key or certificate committed under nginx/" \
   test -z "$(find "$NGINX_DIR" -type f \( -name '*.key' -o -name '*.pem' -o -name '*.crt' -o -name '*.p12' \))"
 
 # ---------------------------------------------------------------- 2. render + nginx -t, three profiles
-# prod:     one upstream name, standard ports (nginx -t binds nothing), throw-away RSA cert;
-# list:     loopback ports and an upstream list, as scripts/e2e/nginx.sh uses them;
+# prod:     one upstream name, a server name, a throw-away RSA certificate;
+# list:     an upstream list ("a; server b") and server_name _, as scripts/e2e/nginx.sh uses;
 # gencerts: like prod, with the ECDSA leaf + CA chain that scripts/gen-certs.sh produces.
+# `nginx -t` binds the listeners for real, so every profile gets free 127.0.0.1 ports
+# (never 80/443: a system nginx may hold them, and we stay on loopback).
 declare -A PROFILE_UPSTREAM=([prod]="127.0.0.1:8080" [list]="127.0.0.1:18080; server 127.0.0.1:18081" [gencerts]="127.0.0.1:8080")
-declare -A PROFILE_PORTS=([prod]="80 443 8082" [list]="127.0.0.1:18000 127.0.0.1:18443 127.0.0.1:18082" [gencerts]="80 443 8082")
 declare -A PROFILE_NAME=([prod]="api.example.com" [list]="_" [gencerts]="api.example.com")
 profiles=(prod list)
 [ -x "$BALLAST_ROOT/scripts/gen-certs.sh" ] && profiles+=(gencerts)
 for profile in "${profiles[@]}"; do
   dir="$WORK/$profile"
-  read -r http https status <<<"${PROFILE_PORTS[$profile]}"
+  http="127.0.0.1:$(free_port)" https="127.0.0.1:$(free_port)" status="127.0.0.1:$(free_port)"
   export BALLAST_UPSTREAM="${PROFILE_UPSTREAM[$profile]}" NGINX_SERVER_NAME="${PROFILE_NAME[$profile]}"
   export NGINX_MAX_BODY_SIZE=100m NGINX_HTTP_PORT="$http" NGINX_HTTPS_PORT="$https" NGINX_STATUS_PORT="$status"
   export NGINX_CERT_DIR="$dir/certs" NGINX_ACME_ROOT="$dir/acme" NGINX_TEMP_DIR="$dir/temp" NGINX_RESOLVER=127.0.0.1
