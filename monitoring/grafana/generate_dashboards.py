@@ -369,7 +369,7 @@ def process():
     d = Dash("ballast-process", "ballast / Process",
              "Resident memory, CPU, file descriptors, threads and restarts of every ballast process.")
     d.row("Resources")
-    d.ts("Resident memory", "RSS per process (alert: > 1 GiB for 15 min).",
+    d.ts("Resident memory", "RSS per process (alert: > 400 MiB, 80% of the 512M container limit, for 15 min).",
          [(f"process_resident_memory_bytes{{{F}}}", "{{instance}}")], unit="bytes")
     d.ts("CPU", "CPU seconds per second (1 = one core busy).",
          [(f"rate(process_cpu_seconds_total{{{F}}}[{RI}])", "{{instance}}")], unit="short")

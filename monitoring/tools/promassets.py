@@ -518,6 +518,22 @@ def cmd_live_check(args):
         if all(i["done"] for i in items) or time.monotonic() > deadline:
             break
         time.sleep(1)
+    # every loaded rule evaluated without error (Prometheus' own view, after the retries above)
+    if args.rules_health:
+        import urllib.request
+        with urllib.request.urlopen(args.url.rstrip("/") + "/api/v1/rules", timeout=5) as resp:
+            groups = json.load(resp)["data"]["groups"]
+        loaded = 0
+        for g in groups:
+            for r in g["rules"]:
+                loaded += 1
+                ok = r.get("health") == "ok"
+                items.append({"kind": "rule-health", "what": f"{g['name']} / {r['name']}", "skip": "",
+                              "ok": ok, "why": "" if ok else f"{r.get('health')}: {r.get('lastError')}",
+                              "expr": r.get("query", "")})
+        expected = len(alerts()) + len(recordings())
+        items.append({"kind": "rules-loaded", "what": f"{loaded} rules loaded by Prometheus", "skip": "",
+                      "ok": loaded == expected, "why": f"expected {expected}"})
     passed = failed = skipped = 0
     for item in items:
         label = f"{item['kind']:<14} {item['what']}"
@@ -584,6 +600,7 @@ def main():
     p.add_argument("--metrics-url", action="append", default=[], help="/metrics of a ballast process")
     p.add_argument("--timeout", type=float, default=30, help="seconds to keep retrying empty results")
     p.add_argument("--summary", required=True, help="file receiving 'passed failed skipped'")
+    p.add_argument("--rules-health", action="store_true", help="also require health=ok for every loaded rule")
     p = sub.add_parser("render-config")
     p.add_argument("--src", default=os.path.join(MON, "prometheus.yml"))
     p.add_argument("--out", required=True)

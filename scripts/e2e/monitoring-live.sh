@@ -4,8 +4,8 @@
 # files, scrapes a running `ballast serve` and `ballast worker` while curl drives mixed traffic
 # (2xx, 401, 404, 422, 429, jobs). Then every dashboard panel expression, every dashboard
 # variable query and every recording rule (expression and recorded series) must return data,
-# every alert expression must evaluate without error, and every app/process metric of
-# monitoring/metrics.txt must be exported. Expressions over exporter metrics (pg_*, redis_*,
+# every alert expression must evaluate without error, every rule loaded by Prometheus must
+# report health "ok", and every app/process metric of monitoring/metrics.txt must be exported. Expressions over exporter metrics (pg_*, redis_*,
 # nginx_*, node_*) are skipped: no exporters run here.
 #
 # Env: BALLAST_BIN (default target/debug/ballast), DATABASE_URL (admin URL; a private database
@@ -175,7 +175,7 @@ retry=$(( left > 60 ? 60 : left ))
 rc=0
 python3 "$PA" live-check --url "$PROM" --queries "$TMP/queries.jsonl" --timeout "$retry" \
   --metrics-url "http://127.0.0.1:$M_API/metrics" --metrics-url "http://127.0.0.1:$M_WRK/metrics" \
-  --summary "$TMP/summary" || rc=$?
+  --rules-health --summary "$TMP/summary" || rc=$?
 read -r lp lf ls <"$TMP/summary"
 PASS=$((PASS + lp)); FAIL=$((FAIL + lf))
 if [ "$rc" -ne 0 ] && [ "$lf" -eq 0 ]; then FAIL=$((FAIL + 1)); echo "FAIL live-check crashed (rc=$rc)"; fi
