@@ -392,6 +392,19 @@ release() {
 run() {
   local target="$1" mode="$2" current
   current="$(state_get current_tag)"
+  if [ -z "$current" ]; then
+    # First run of deploy.sh on a stack started by hand (e.g. `docker compose up -d`): what runs
+    # now is what a failed deploy returns to.
+    local first
+    first="$(rt list api | head -n1)"
+    if [ -n "$first" ]; then
+      current="$(rt tag "$first")"
+      if [ -n "$current" ]; then
+        dlog "no recorded tag; the running api is $current"
+        state_set current_tag "$current"
+      fi
+    fi
+  fi
   dlog "runtime $RUNTIME: $mode to $target (current: ${current:-none})"
 
   rt pull "$target" || { history "$target" "pull-failed"; ddie "$EX_PULL" "cannot pull/build image $target; nothing changed"; }

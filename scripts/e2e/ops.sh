@@ -505,6 +505,14 @@ fd_both() { fd_running api "$1" && fd_running worker "$1"; }
 if [ -z "$api_rec" ] || [ -z "$fd_token" ]; then
   fail "compose runtime tests need the running native api (section 5) for the smoke test"
 else
+  # A stack started by hand (docker compose up) at c0: no recorded tag yet.
+  for svc in api worker; do
+    compose_env env BALLAST_TAG=c0 docker compose -f "$FD/docker-compose.prod.yml" up -d --no-deps --scale "$svc=1" "$svc"
+  done
+  rc=0; compose_env timeout 120 "$S/deploy.sh" c3-broken >"$LOGS/compose-c0.log" 2>&1 || rc=$?
+  check "compose: first deploy.sh on a hand-started stack learns the running tag and rolls back to it (exit 7, got $rc)" \
+    bash -c '[ "$1" = 7 ] && [ "$(cat "$2/current_tag")" = c0 ]' _ "$rc" "$FD/deploy-state"
+  check "compose: … api and worker back on c0" fd_both c0
   for t in c1 c2; do
     rc=0; compose_env timeout 120 "$S/deploy.sh" "$t" >"$LOGS/compose-$t.log" 2>&1 || rc=$?
     if [ "$rc" = 0 ]; then ok "compose: deploy.sh $t exits 0"; else fail "compose: deploy.sh $t (rc $rc)"; show_log "$LOGS/compose-$t.log" 30; fi
