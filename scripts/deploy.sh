@@ -6,7 +6,7 @@
 #        deploy.sh --status                              tags and running instances
 #
 # Steps of a deploy (the same logic for both runtimes, see below):
-#   1. lock ($DEPLOY_STATE_DIR/deploy.lock), read current_tag
+#   1. lock ($DEPLOY_STATE_DIR/deploy.lock), read current_tag (none recorded: the running api's tag)
 #   2. pull (or build) image TAG                                  → exit 4 on failure, nothing changed
 #   3. pre-deploy backup (backup.sh; in compose inside the backup service) → exit 5, nothing changed
 #   4. configuration check with the NEW image (`ballast check-config`)     → exit 6, nothing changed
