@@ -186,6 +186,10 @@ def cmd_check_alerts(_args):
     ops = os.path.join(ROOT, "docs", "OPERATIONS.md")
     anchors = github_anchors(ops) if os.path.exists(ops) else set()
     result(os.path.exists(ops), "docs/OPERATIONS.md exists", "missing")
+    if os.path.exists(ops):
+        links = set(re.findall(r"\]\(#([^)]+)\)", open(ops, encoding="utf-8").read()))
+        broken = sorted(links - anchors)
+        result(not broken, f"docs/OPERATIONS.md internal links resolve ({len(links)})", f"broken: {broken}")
     names = sorted({r["alert"] for r in rules})
     result(len(names) >= 12, f"at least 12 alerts ({len(names)} names, {len(rules)} rules)", "too few")
     for r in rules:
