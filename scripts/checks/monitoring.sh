@@ -11,6 +11,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib/common.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)/common.sh"
 cd "$BALLAST_ROOT"
+export PYTHONDONTWRITEBYTECODE=1
 
 ensure_apt prometheus:promtool prometheus-alertmanager:amtool python3:python3
 if ! python3 -c 'import yaml' 2>/dev/null; then
