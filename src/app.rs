@@ -138,10 +138,7 @@ impl Application {
             management_stop.clone(),
             std::time::Duration::from_secs(1),
         ));
-        let concurrency = match self.mode {
-            Mode::Serve | Mode::Worker => s.jobs.concurrency,
-        };
-        let workers = crate::jobs::worker::start(state.clone(), concurrency);
+        let workers = crate::jobs::worker::start(state.clone(), s.jobs.concurrency);
 
         let signal = shutdown::signal().await;
         let drain_started = Instant::now();

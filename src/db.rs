@@ -47,15 +47,24 @@ pub async fn connect(
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        match pool_options.clone().connect_with(opts.clone()).await {
-            Ok(pool) => return Ok(pool),
+        // One plain connection per attempt: its error says why (refused, auth, TLS), where a
+        // pool would only report "timed out".
+        let remaining = startup_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let attempt = match tokio::time::timeout(remaining, opts.connect()).await {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {remaining:?}")),
+        };
+        match attempt {
+            Ok(()) => return pool_options.connect_with(opts).await.context("opening the postgres pool"),
             Err(e) if started.elapsed() + delay < startup_timeout => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres not reachable yet");
             }
             Err(e) => {
-                return Err(anyhow::anyhow!(e)).with_context(|| {
-                    format!("postgres unreachable after {:?} (STARTUP_DEPENDENCY_TIMEOUT_SECS)", startup_timeout)
-                })
+                anyhow::bail!("postgres unreachable after {startup_timeout:?} (STARTUP_DEPENDENCY_TIMEOUT_SECS): {e}")
             }
         }
         tokio::select! {

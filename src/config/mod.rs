@@ -224,10 +224,12 @@ pub fn redact(var: &vars::Var, value: &str) -> String {
 pub fn redact_url(value: &str) -> String {
     match url::Url::parse(value) {
         Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("[REDACTED]"));
+            if u.password().is_none() {
+                return u.to_string();
             }
-            u.to_string()
+            // Brackets would be percent-encoded inside the URL: substitute after rendering.
+            let _ = u.set_password(Some("__REDACTED__"));
+            u.to_string().replace("__REDACTED__", "[REDACTED]")
         }
         Err(_) => "[REDACTED: not a valid URL]".to_string(),
     }

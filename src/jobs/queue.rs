@@ -1,6 +1,333 @@
-//! All SQL touching the `jobs` table.
+//! All SQL touching the `jobs` table. Claims and completions work in batches: one
+//! `FOR UPDATE SKIP LOCKED` query claims up to a batch, one statement completes many.
 
-use sqlx::PgPool;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+/// NOTIFY channel that wakes workers on enqueue.
+pub const CHANNEL_ENQUEUED: &str = "ballast_jobs";
+/// NOTIFY channel carrying the id of a running job whose cancellation was requested.
+pub const CHANNEL_CANCEL: &str = "ballast_job_cancel";
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Job {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub tenant: String,
+    pub kind: String,
+    pub status: String,
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub cancel_requested: bool,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub trace_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub request_hash: Option<String>,
+}
+
+const COLUMNS: &str = "id, tenant, kind, status, payload, priority, attempts, max_attempts, run_at, \
+     cancel_requested, result, last_error, trace_id, created_at, updated_at, started_at, finished_at, request_hash";
+
+pub struct NewJob {
+    pub tenant: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub run_at: Option<DateTime<Utc>>,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+pub enum Enqueued {
+    Created(Job),
+    /// The tenant already used this Idempotency-Key: the original job.
+    Existing(Job),
+}
+
+/// Inserts a job and wakes workers (NOTIFY is delivered when the transaction commits).
+pub async fn enqueue(db: &PgPool, new: NewJob) -> Result<Enqueued, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let inserted: Option<Job> = sqlx::query_as(&format!(
+        "INSERT INTO jobs (id, tenant, kind, payload, run_at, priority, max_attempts, idempotency_key, request_hash, trace_id) \
+         VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6, $7, $8, $9, $10) \
+         ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(&new.tenant)
+    .bind(&new.kind)
+    .bind(&new.payload)
+    .bind(new.run_at)
+    .bind(new.priority)
+    .bind(new.max_attempts)
+    .bind(&new.idempotency_key)
+    .bind(&new.request_hash)
+    .bind(&new.trace_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let result = match inserted {
+        Some(job) => {
+            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_ENQUEUED).execute(&mut *tx).await?;
+            Enqueued::Created(job)
+        }
+        None => {
+            let job = sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"))
+                .bind(&new.tenant)
+                .bind(&new.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+            Enqueued::Existing(job)
+        }
+    };
+    tx.commit().await?;
+    Ok(result)
+}
+
+pub async fn get(db: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND id = $2"))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Newest first; `before` is the last id of the previous page (ids are time-ordered UUIDv7,
+/// so pages stay stable while new jobs arrive).
+pub async fn list(
+    db: &PgPool,
+    tenant: &str,
+    status: Option<&str>,
+    kind: Option<&str>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE tenant = $1 \
+           AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR kind = $3) \
+           AND ($4::uuid IS NULL OR id < $4) \
+         ORDER BY id DESC LIMIT $5"
+    ))
+    .bind(tenant)
+    .bind(status)
+    .bind(kind)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub enum CancelOutcome {
+    Cancelled(Job),
+    Requested(Job),
+    AlreadyFinished(Job),
+    NotFound,
+}
+
+pub async fn cancel(db: &PgPool, tenant: &str, id: Uuid) -> Result<CancelOutcome, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let Some(job): Option<Job> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND id = $2 FOR UPDATE"))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+    else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let outcome = match job.status.as_str() {
+        "queued" => {
+            let job = sqlx::query_as(&format!(
+                "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now() \
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            CancelOutcome::Cancelled(job)
+        }
+        "running" => {
+            let job = sqlx::query_as(&format!(
+                "UPDATE jobs SET cancel_requested = true, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL_CANCEL).bind(id.to_string()).execute(&mut *tx).await?;
+            CancelOutcome::Requested(job)
+        }
+        _ => CancelOutcome::AlreadyFinished(job),
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub enum DeleteOutcome {
+    Deleted,
+    NotFinished,
+    NotFound,
+}
+
+pub async fn delete(db: &PgPool, tenant: &str, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar(
+        "WITH target AS (SELECT id, status FROM jobs WHERE tenant = $1 AND id = $2), \
+              gone AS (DELETE FROM jobs j USING target t WHERE j.id = t.id \
+                         AND t.status IN ('succeeded', 'failed', 'cancelled') RETURNING j.id) \
+         SELECT CASE WHEN EXISTS (SELECT 1 FROM gone) THEN 'deleted' ELSE (SELECT status FROM target) END",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok(match status.as_deref() {
+        Some("deleted") => DeleteOutcome::Deleted,
+        Some(_) => DeleteOutcome::NotFinished,
+        None => DeleteOutcome::NotFound,
+    })
+}
+
+/// A job handed to this worker.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub tenant: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub trace_id: Option<String>,
+}
+
+/// Claims up to `n` due jobs for `worker` with a lease of `lease`.
+pub async fn claim(db: &PgPool, worker: &str, n: i64, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, \
+                locked_until = now() + make_interval(secs => $3), started_at = now(), updated_at = now() \
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() \
+                      ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, tenant, kind, payload, attempts, max_attempts, trace_id",
+    )
+    .bind(worker)
+    .bind(n)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
+
+/// Marks many jobs succeeded in one statement. Jobs no longer leased to `worker` (released,
+/// reaped) are left alone.
+pub async fn complete_many(db: &PgPool, worker: &str, done: &[(Uuid, serde_json::Value)]) -> Result<u64, sqlx::Error> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
+    let results: Vec<serde_json::Value> = done.iter().map(|d| d.1.clone()).collect();
+    let r = sqlx::query(
+        "UPDATE jobs j SET status = 'succeeded', result = r.result, finished_at = now(), updated_at = now(), \
+                locked_until = NULL, locked_by = NULL \
+         FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::jsonb[]) AS result) r \
+         WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = $3",
+    )
+    .bind(&ids)
+    .bind(&results)
+    .bind(worker)
+    .execute(db)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    Retried,
+    Failed,
+    Cancelled,
+    /// The job was no longer ours (lease lost): nothing written.
+    Lost,
+}
+
+/// Records a failed attempt: back to `queued` after `backoff` when attempts remain and the
+/// error is retryable, else `failed`. A job whose cancellation was requested ends `cancelled`.
+pub async fn fail(
+    db: &PgPool,
+    worker: &str,
+    id: Uuid,
+    error: &str,
+    retryable: bool,
+    backoff: Duration,
+) -> Result<FailOutcome, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar(
+        "UPDATE jobs SET \
+            status = CASE WHEN cancel_requested THEN 'cancelled' \
+                          WHEN $3 AND attempts < max_attempts THEN 'queued' ELSE 'failed' END, \
+            run_at = CASE WHEN $3 AND attempts < max_attempts AND NOT cancel_requested \
+                          THEN now() + make_interval(secs => $4) ELSE run_at END, \
+            finished_at = CASE WHEN cancel_requested OR NOT ($3 AND attempts < max_attempts) THEN now() END, \
+            last_error = $5, locked_until = NULL, locked_by = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'running' AND locked_by = $2 RETURNING status",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(retryable)
+    .bind(backoff.as_secs_f64())
+    .bind(error)
+    .fetch_optional(db)
+    .await?;
+    Ok(match status.as_deref() {
+        Some("queued") => FailOutcome::Retried,
+        Some("cancelled") => FailOutcome::Cancelled,
+        Some(_) => FailOutcome::Failed,
+        None => FailOutcome::Lost,
+    })
+}
+
+/// Returns jobs to the queue without consuming an attempt (graceful shutdown).
+pub async fn release(db: &PgPool, worker: &str, ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let r = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), run_at = now(), \
+                locked_until = NULL, locked_by = NULL, updated_at = now() \
+         WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+    )
+    .bind(ids)
+    .bind(worker)
+    .execute(db)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_ENQUEUED).execute(db).await?;
+    Ok(r.rows_affected())
+}
+
+/// Extends the lease of this worker's running jobs; returns those whose cancellation was
+/// requested (a missed NOTIFY is caught here).
+pub async fn heartbeat(db: &PgPool, worker: &str, ids: &[Uuid], lease: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "UPDATE jobs SET locked_until = now() + make_interval(secs => $3) \
+         WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 RETURNING id, cancel_requested",
+    )
+    .bind(ids)
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().filter(|r| r.1).map(|r| r.0).collect())
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueStats {
@@ -20,4 +347,46 @@ pub async fn stats(db: &PgPool) -> anyhow::Result<QueueStats> {
     .fetch_one(db)
     .await?;
     Ok(QueueStats { queued, running, oldest_queued_age_secs: age.unwrap_or(0.0).max(0.0) })
+}
+
+/// Maintenance, in one transaction under an advisory lock so one instance runs it at a time:
+/// expired leases go back to `queued` (or `failed` when out of attempts), and finished jobs
+/// older than `retention` are deleted. Returns `None` when another instance holds the lock.
+pub async fn maintain(db: &PgPool, retention: Duration) -> Result<Option<(u64, u64, u64)>, sqlx::Error> {
+    const LOCK_KEY: i64 = 0x6261_6c6c_6173_7401; // "ballast" + 1
+    let mut tx = db.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK_KEY).fetch_one(&mut *tx).await?;
+    if !locked {
+        return Ok(None);
+    }
+    let requeued = sqlx::query(
+        "UPDATE jobs SET status = 'queued', locked_until = NULL, locked_by = NULL, run_at = now(), updated_at = now(), \
+                last_error = 'lease expired (worker lost)' \
+         WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let failed = sqlx::query(
+        "UPDATE jobs SET status = 'failed', locked_until = NULL, locked_by = NULL, finished_at = now(), \
+                updated_at = now(), last_error = 'lease expired (worker lost) on the last attempt' \
+         WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let deleted = sqlx::query(
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+           AND finished_at < now() - make_interval(secs => $1) LIMIT 10000)",
+    )
+    .bind(retention.as_secs_f64())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if requeued > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_ENQUEUED).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Some((requeued, failed, deleted)))
 }

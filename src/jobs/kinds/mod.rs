@@ -1,0 +1,2 @@
+pub mod noop;
+pub mod sleep;
