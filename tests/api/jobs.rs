@@ -1,0 +1,318 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn an_enqueued_job_runs_to_success_and_its_logs_carry_the_request_trace() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("LOG_LEVEL", "info,ballast::jobs=debug").start().await;
+    let token = app.token("alice", None).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let resp = app
+        .client
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"kind": "noop", "payload": {}}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().expect("ascii").to_string();
+    let job: serde_json::Value = resp.json().await.expect("json");
+    let id = job["id"].as_str().expect("id").to_string();
+    assert_eq!(location, format!("/api/v1/jobs/{id}"));
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["trace_id"], trace);
+
+    let done = app.wait_job(&token, &id, T, |j| j["status"] == "succeeded").await;
+    assert_eq!(done["attempts"], 1);
+    assert!(done["finished_at"].is_string());
+    let line = app.logs.wait_for(T, |v| v["message"] == "job succeeded" && v["span"]["job_id"] == id.as_str()).await;
+    assert_eq!(line["span"]["trace_id"], trace, "{line}");
+
+    let metrics = app.metrics().await;
+    assert!(metric_sum(&metrics, "jobs_enqueued_total", &[("kind", "noop")]) >= 1.0);
+    assert!(metric_sum(&metrics, "jobs_finished_total", &[("kind", "noop"), ("outcome", "succeeded")]) >= 1.0);
+    assert!(metrics.contains("job_duration_seconds_bucket{kind=\"noop\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_job_requests_are_refused_with_clear_problems() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let token = app.token("alice", None).await;
+
+    let (code, body) = app.post_job(&token, json!({"kind": "mine.bitcoin"})).await;
+    assert_eq!(code, 422);
+    assert!(body["detail"].as_str().unwrap_or_default().contains("unknown job kind"), "{body}");
+    let (code, body) = app.post_job(&token, json!({"kind": "sleep", "payload": {"ms": 600001}})).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = app.post_job(&token, json!({"kind": "sleep", "payload": {}})).await;
+    assert_eq!(code, 422);
+    assert!(body["detail"].as_str().unwrap_or_default().contains("ms"), "{body}");
+    let (code, _) = app.post_job(&token, json!({"kind": "noop", "priority": 101})).await;
+    assert_eq!(code, 422);
+    let (code, _) = app.post_job(&token, json!({"kind": "noop", "max_attempts": 0})).await;
+    assert_eq!(code, 422);
+
+    let url = app.url("/api/v1/jobs");
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"kind\":")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.expect("problem");
+    assert!(body["detail"].as_str().unwrap_or_default().contains("invalid JSON"), "{body}");
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 415);
+    let resp = app.client.post(&url).json(&json!({"kind": "noop"})).send().await.expect("POST");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let resp = app.client.post(&url).bearer_auth("garbage").json(&json!({"kind": "noop"})).send().await.expect("POST");
+    assert_eq!(resp.status(), 401);
+    let big = json!({"kind": "noop", "payload": {"x": "a".repeat(2 * 1024 * 1024)}});
+    let resp = app.client.post(&url).bearer_auth(&token).json(&big).send().await.expect("POST");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    let pool = db.pool().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(count, 0, "refused requests create nothing");
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_original_job_and_refuse_a_different_body() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let alice = app.token("alice", None).await;
+    let bob = app.token("bob", None).await;
+    let post = |token: String, body: serde_json::Value| {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/jobs");
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .header("idempotency-key", "order-42")
+                .json(&body)
+                .send()
+                .await
+                .expect("POST");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let (c1, first) = post(alice.clone(), json!({"kind": "sleep", "payload": {"ms": 10}})).await;
+    let (c2, again) = post(alice.clone(), json!({"kind": "sleep", "payload": {"ms": 10}})).await;
+    let (c3, _) = post(alice.clone(), json!({"kind": "sleep", "payload": {"ms": 20}})).await;
+    let (c4, bobs) = post(bob, json!({"kind": "sleep", "payload": {"ms": 10}})).await;
+    assert_eq!((c1, c2, c3, c4), (202, 200, 409, 202));
+    assert_eq!(first["id"], again["id"]);
+    assert_ne!(first["id"], bobs["id"], "keys are per tenant");
+    let pool = db.pool().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn one_tenant_never_sees_another_tenants_jobs() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let alice = app.token("alice", Some("acme")).await;
+    let alice_colleague = app.token("carol", Some("acme")).await;
+    let bob = app.token("bob", None).await;
+    let (_, job) = app.post_job(&alice, json!({"kind": "noop"})).await;
+    let id = job["id"].as_str().expect("id");
+
+    assert_eq!(app.get_job(&alice_colleague, id).await.0, 200, "same org, same tenant");
+    assert_eq!(app.get_job(&bob, id).await.0, 404);
+    let cancel =
+        app.client.post(app.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(&bob).send().await.expect("cancel");
+    assert_eq!(cancel.status(), 404);
+    let list: serde_json::Value = app
+        .client
+        .get(app.url("/api/v1/jobs"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(0));
+    assert_eq!(app.get_job(&alice, "not-a-uuid").await.0, 404);
+}
+
+#[tokio::test]
+async fn pagination_is_stable_while_new_jobs_arrive() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let token = app.token("alice", None).await;
+    let mut created = Vec::new();
+    for _ in 0..5 {
+        let (_, j) = app.post_job(&token, json!({"kind": "noop"})).await;
+        created.push(j["id"].as_str().expect("id").to_string());
+    }
+    let page = |cursor: Option<String>| {
+        let url = match cursor {
+            Some(c) => app.url(&format!("/api/v1/jobs?limit=2&kind=noop&cursor={c}")),
+            None => app.url("/api/v1/jobs?limit=2&kind=noop"),
+        };
+        let req = app.client.get(url).bearer_auth(token.clone());
+        async move { req.send().await.expect("list").json::<serde_json::Value>().await.expect("json") }
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut first = true;
+    loop {
+        let p = page(cursor.clone()).await;
+        for item in p["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().expect("id").to_string());
+        }
+        if first {
+            // New jobs land on the first page's side of the cursor: later pages are unaffected.
+            for _ in 0..3 {
+                app.post_job(&token, json!({"kind": "noop"})).await;
+            }
+            first = false;
+        }
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created, "newest first, no duplicates, none skipped");
+    let resp = app.client.get(app.url("/api/v1/jobs?limit=0")).bearer_auth(&token).send().await.expect("list");
+    assert_eq!(resp.status(), 400);
+    let resp = app.client.get(app.url("/api/v1/jobs?status=lost")).bearer_auth(&token).send().await.expect("list");
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn failed_attempts_retry_with_backoff_then_fail_after_max_attempts() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("JOB_POLL_INTERVAL_MS", "100").start().await;
+    let token = app.token("alice", None).await;
+    let (_, flaky) =
+        app.post_job(&token, json!({"kind": "noop", "payload": {"fail_times": 1}, "max_attempts": 3})).await;
+    let (_, doomed) =
+        app.post_job(&token, json!({"kind": "noop", "payload": {"fail_times": 9}, "max_attempts": 2})).await;
+
+    let flaky = app.wait_job(&token, flaky["id"].as_str().expect("id"), T, |j| j["status"] == "succeeded").await;
+    assert_eq!(flaky["attempts"], 2);
+    let doomed = app.wait_job(&token, doomed["id"].as_str().expect("id"), T, |j| j["status"] == "failed").await;
+    assert_eq!(doomed["attempts"], 2);
+    assert!(doomed["last_error"].as_str().unwrap_or_default().contains("failing attempt 2"), "{doomed}");
+    let m = app.metrics().await;
+    assert!(metric_sum(&m, "jobs_finished_total", &[("outcome", "retried")]) >= 2.0, "{m}");
+    assert!(metric_sum(&m, "jobs_finished_total", &[("outcome", "failed")]) >= 1.0);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_attempt_and_the_worker_survives() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "1").start().await;
+    let token = app.token("alice", None).await;
+    let (_, bad) = app.post_job(&token, json!({"kind": "noop", "payload": {"panic": true}, "max_attempts": 1})).await;
+    let bad = app.wait_job(&token, bad["id"].as_str().expect("id"), T, |j| j["status"] == "failed").await;
+    assert_eq!(bad["last_error"], "the handler panicked");
+    let (_, good) = app.post_job(&token, json!({"kind": "noop"})).await;
+    app.wait_job(&token, good["id"].as_str().expect("id"), T, |j| j["status"] == "succeeded").await;
+}
+
+#[tokio::test]
+async fn cancelling_works_for_queued_and_running_jobs_and_finished_jobs_can_be_deleted() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).start().await;
+    let token = app.token("alice", None).await;
+    let cancel = |id: String| {
+        let req = app.client.post(app.url(&format!("/api/v1/jobs/{id}/cancel"))).bearer_auth(token.clone());
+        async move {
+            let r = req.send().await.expect("cancel");
+            r.status().as_u16()
+        }
+    };
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let (_, queued) = app.post_job(&token, json!({"kind": "noop", "run_at": later})).await;
+    let queued_id = queued["id"].as_str().expect("id").to_string();
+    assert_eq!(cancel(queued_id.clone()).await, 200);
+    assert_eq!(app.get_job(&token, &queued_id).await.1["status"], "cancelled");
+    assert_eq!(cancel(queued_id.clone()).await, 409, "already ended");
+
+    let (_, long) = app.post_job(&token, json!({"kind": "sleep", "payload": {"ms": 60000}})).await;
+    let long_id = long["id"].as_str().expect("id").to_string();
+    app.wait_job(&token, &long_id, T, |j| j["status"] == "running").await;
+    let del = app
+        .client
+        .delete(app.url(&format!("/api/v1/jobs/{long_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(del.status(), 409, "running jobs are not deleted");
+    assert_eq!(cancel(long_id.clone()).await, 202);
+    let done = app.wait_job(&token, &long_id, Duration::from_secs(5), |j| j["status"] == "cancelled").await;
+    assert_eq!(done["cancel_requested"], true);
+
+    let del = app
+        .client
+        .delete(app.url(&format!("/api/v1/jobs/{long_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(del.status(), 204);
+    assert_eq!(app.get_job(&token, &long_id).await.0, 404);
+}
+
+#[tokio::test]
+async fn claiming_reads_the_partial_queue_index_not_finished_jobs() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
+         SELECT gen_random_uuid(), 't', 'noop', 'succeeded', now() FROM generate_series(1, 20000)",
+    )
+    .execute(&pool)
+    .await
+    .expect("seed finished");
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, kind) SELECT gen_random_uuid(), 't', 'noop' FROM generate_series(1, 50)",
+    )
+    .execute(&pool)
+    .await
+    .expect("seed queued");
+    sqlx::query("ANALYZE jobs").execute(&pool).await.expect("analyze");
+    let plan: Vec<(String,)> = sqlx::query_as(
+        "EXPLAIN SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() \
+         ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("explain");
+    let plan = plan.into_iter().map(|r| r.0).collect::<Vec<_>>().join("\n");
+    println!("{plan}");
+    assert!(plan.contains("jobs_claim_idx"), "claim must use the partial index:\n{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real binary against real Postgres and Redis.
+mod config;
+mod health;
+mod helpers;
+mod http;
+mod jobs;
+mod jobs_durability;
+mod migrations;
+mod shutdown;
