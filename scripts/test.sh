@@ -33,6 +33,8 @@ step() {
 ensure_apt curl jq openssl python3 git
 ensure_postgres
 ensure_redis
+# The S3 file tests (tests/api/files.rs) run against moto; without it they skip, or fail under CI.
+ensure_pip "moto[server]:moto_server" || log "moto unavailable: the S3 file tests will skip (and fail under CI)"
 export DATABASE_URL REDIS_URL
 
 if [ -z "${SKIP_RUST:-}" ]; then

@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod files;
 pub mod health;
 pub mod http;
 pub mod jobs;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderValue, Method};
+use axum::http::{header, Extensions, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware::from_fn_with_state, Router};
@@ -30,8 +30,14 @@ use routes::{health, management};
 pub fn public_router(state: AppState) -> Router {
     let s = &state.settings.http;
     let permits = Arc::new(Semaphore::new(s.max_concurrent));
-    let compression =
-        SizeAbove::new(1024).and(NotForContentType::GRPC).and(NotForContentType::IMAGES).and(NotForContentType::SSE);
+    // Responses that offer byte ranges (file content) go out as stored: compressing them would
+    // drop Content-Length and the ranges they advertise.
+    let as_stored = |_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| !h.contains_key(header::ACCEPT_RANGES);
+    let compression = SizeAbove::new(1024)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE)
+        .and(as_stored);
 
     // Layer order, outermost first (a request walks down this list, the response back up):
     // 1. observe: trace/request ids, request span, access log, RED metrics — sees every outcome;
@@ -53,7 +59,7 @@ pub fn public_router(state: AppState) -> Router {
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .nest("/api/v1", crate::jobs::api::router())
+        .nest("/api/v1", crate::jobs::api::router().merge(crate::files::api::router()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(stack)

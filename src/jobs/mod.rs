@@ -107,7 +107,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn builtin() -> Registry {
-        Registry::default().register::<kinds::noop::Noop>().register::<kinds::sleep::Sleep>()
+        Registry::default()
+            .register::<kinds::noop::Noop>()
+            .register::<kinds::sleep::Sleep>()
+            .register::<kinds::file_digest::FileDigest>()
+            .register::<kinds::document_render::DocumentRender>()
     }
 
     pub fn register<K: JobKind>(mut self) -> Self {

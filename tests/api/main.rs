@@ -1,5 +1,6 @@
 //! Integration tests: the real binary against real Postgres and Redis.
 mod config;
+mod files;
 mod health;
 mod helpers;
 mod http;
