@@ -356,10 +356,11 @@ async fn hostile_names_are_stored_sanitised_and_served_with_a_safe_disposition()
         let id = file["id"].as_str().expect("id");
         let resp = app.file_get(&token, &format!("/api/v1/files/{id}/content"), &[]).await;
         let cd = resp.headers()["content-disposition"].to_str().expect("visible ASCII").to_string();
-        assert!(cd.starts_with("attachment; filename=\""), "{cd}");
-        let quoted = cd.trim_start_matches("attachment; filename=\"").split('"').next().unwrap_or_default();
-        assert!(cd.contains(&format!("\"; filename*=UTF-8''")), "one quoted value only: {cd}");
+        let rest = cd.strip_prefix("attachment; filename=\"").unwrap_or_else(|| panic!("{cd}"));
+        let (quoted, tail) = rest.split_once('"').unwrap_or_else(|| panic!("{cd}"));
         assert!(!quoted.contains(['\\', '/', '%']), "{cd}");
+        let encoded = tail.strip_prefix("; filename*=UTF-8''").unwrap_or_else(|| panic!("one quoted value only: {cd}"));
+        assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"%!#$&+-.^_`|~".contains(&b)), "{cd}");
         assert!(resp.headers().get("set-cookie").is_none());
         assert_eq!(resp.text().await.expect("text"), "payload");
     }
@@ -524,7 +525,7 @@ async fn file_digest_reports_hash_size_lines_and_the_sniffed_type() {
     let cases: [(&'static [u8], &str, u64); 4] = [
         (b"one\ntwo\nthree", "text/plain", 3),
         (b"{\"a\": [1, 2, 3]}\n", "application/json", 1),
-        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "image/png", 1),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "image/png", 3),
         (b"%PDF-1.7\n%\xE2\xE3\xCF\xD3\n", "application/pdf", 2),
     ];
     for (body, sniffed, lines) in cases {

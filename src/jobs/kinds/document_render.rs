@@ -193,13 +193,13 @@ mod tests {
 
     #[test]
     fn bad_and_runaway_templates_fail_permanently() {
-        let e = render("{% for x in %}", serde_json::json!({}), false).err().expect("syntax error");
+        let e = render("{% for x in %}", serde_json::json!({}), false).expect_err("syntax error");
         assert!(!e.retryable && e.message.contains("syntax error"), "{}", e.message);
         let bomb = "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}";
-        let e = render(bomb, serde_json::json!({}), false).err().expect("out of fuel");
+        let e = render(bomb, serde_json::json!({}), false).expect_err("out of fuel");
         assert!(!e.retryable && e.message.contains("fuel"), "{}", e.message);
         let big = "{% for a in range(10000) %}{{ 'x' * 10000 }}{% endfor %}";
-        let e = render(big, serde_json::json!({}), false).err().expect("too big");
+        let e = render(big, serde_json::json!({}), false).expect_err("too big");
         assert!(!e.retryable && e.message.contains("exceeds"), "{}", e.message);
     }
 }
