@@ -713,26 +713,36 @@ fn moto_binary() -> Option<PathBuf> {
 }
 
 impl Moto {
-    /// Starts moto, or explains why not. Under CI a missing moto fails the test instead.
+    /// Starts moto, or explains why it cannot. Under CI that fails the test instead of skipping.
     async fn start() -> Option<Moto> {
-        let Some(bin) = moto_binary() else {
-            let why = "moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)";
+        fn unavailable(why: String) -> Option<Moto> {
             assert!(std::env::var_os("CI").is_none(), "CI must run the S3 tests: {why}");
             eprintln!("SKIPPED S3 file tests: {why}");
-            return None;
+            None
+        }
+        let Some(bin) = moto_binary() else {
+            return unavailable("moto_server not found (pip install 'moto[server]', or set MOTO_SERVER)".into());
         };
         let port = free_port();
-        let child = std::process::Command::new(&bin)
+        let child = match std::process::Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("spawn moto_server");
-        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        {
+            Ok(child) => child,
+            Err(e) => return unavailable(format!("{} could not be started: {e}", bin.display())),
+        };
+        let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while client.get(format!("{}/moto-api/", moto.endpoint)).send().await.is_err() {
-            assert!(Instant::now() < deadline, "moto_server at {} did not answer within 30s", moto.endpoint);
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                return unavailable(format!("{} exited with {status}", bin.display()));
+            }
+            if Instant::now() > deadline {
+                return unavailable(format!("{} did not answer on {} within 30s", bin.display(), moto.endpoint));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(moto)
@@ -838,4 +848,13 @@ async fn on_s3_storage_files_round_trip_range_digest_and_delete() {
     assert_eq!(del.status(), 204);
     assert_eq!(moto.keys("ballast-files").await, vec!["tenant-data/.ballast-probe".to_string()]);
     assert_eq!(file_count(&db).await, 0);
+
+    // The store goes away: uploads are 503 with Retry-After and keep nothing; readiness fails.
+    drop(moto);
+    let resp = app.upload(&token, "", None, "x").await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    assert_eq!(file_count(&db).await, 0);
+    app.wait_status(&app.url("/health/ready"), 503, T).await;
 }
