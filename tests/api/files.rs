@@ -266,6 +266,33 @@ async fn an_upload_one_byte_over_the_limit_is_refused_and_leaves_nothing_behind(
 }
 
 #[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
+    let db = TestDb::create(&admin_url()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn(&db, dir.path()).await;
+    let token = app.token("alice", None).await;
+    let gen = Generated::new();
+    // 4 MiB, then the client stalls forever.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..16).map(|i| Ok(gen.chunk(i, 64 * MIB))).collect();
+    let stalled = futures::stream::iter(chunks).chain(futures::stream::pending());
+    let req = app.client.post(app.url("/api/v1/files")).bearer_auth(&token).body(reqwest::Body::wrap_stream(stalled));
+    let upload = tokio::spawn(req.send());
+
+    let deadline = Instant::now() + T;
+    while stored_objects(dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "the upload never reached storage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    upload.abort();
+    let deadline = Instant::now() + T;
+    while !stored_objects(dir.path()).is_empty() {
+        assert!(Instant::now() < deadline, "partial upload left behind: {:?}", stored_objects(dir.path()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(file_count(&db).await, 0);
+}
+
+#[tokio::test]
 async fn raw_and_multipart_uploads_keep_their_name_and_content_type() {
     let db = TestDb::create(&admin_url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
