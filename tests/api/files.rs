@@ -293,6 +293,39 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn the_limit_is_exact_and_applies_to_multipart_file_parts_too() {
+    let db = TestDb::create(&admin_url()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = Spawn::serve(&db)
+        .env("STORAGE_URL", format!("file://{}", dir.path().display()))
+        .env("RATE_LIMIT_ENABLED", "false")
+        .env("MAX_UPLOAD_BYTES", "1MiB")
+        .start()
+        .await;
+    let token = app.token("alice", None).await;
+    let gen = Arc::new(Generated::new());
+    assert_eq!(app.upload(&token, "", None, gen.body(MIB)).await.status(), 201, "exactly the limit is accepted");
+
+    let boundary = "limit-test";
+    let multipart = |size: u64| {
+        let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n\r\n");
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let parts = std::iter::once(Bytes::from(head))
+            .chain((0..Generated::chunks(size)).map(|i| gen.chunk(i, size)))
+            .chain(std::iter::once(Bytes::from(tail)))
+            .map(Ok::<_, std::io::Error>)
+            .collect::<Vec<_>>();
+        reqwest::Body::wrap_stream(futures::stream::iter(parts))
+    };
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    assert_eq!(app.upload(&token, "", Some(&ct), multipart(MIB)).await.status(), 201);
+    let resp = app.upload(&token, "", Some(&ct), multipart(MIB + 1)).await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(file_count(&db).await, 2);
+    assert_eq!(stored_objects(dir.path()).len(), 2, "the refused part left nothing");
+}
+
+#[tokio::test]
 async fn raw_and_multipart_uploads_keep_their_name_and_content_type() {
     let db = TestDb::create(&admin_url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
