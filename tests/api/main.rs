@@ -6,4 +6,5 @@ mod http;
 mod jobs;
 mod jobs_durability;
 mod migrations;
+mod ratelimit;
 mod shutdown;
