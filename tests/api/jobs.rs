@@ -32,8 +32,13 @@ async fn an_enqueued_job_runs_to_success_and_its_logs_carry_the_request_trace() 
     let done = app.wait_job(&token, &id, T, |j| j["status"] == "succeeded").await;
     assert_eq!(done["attempts"], 1);
     assert!(done["finished_at"].is_string());
-    let line = app.logs.wait_for(T, |v| v["message"] == "job succeeded" && v["span"]["job_id"] == id.as_str()).await;
-    assert_eq!(line["span"]["trace_id"], trace, "{line}");
+    let line = app.logs.wait_for(T, |v| v["message"] == "job succeeded" && v["job_id"] == id.as_str()).await;
+    assert_eq!(line["trace_id"], trace, "{line}");
+    assert_eq!(line["kind"], "noop");
+    // A line logged inside the request (not the access line) carries the request's ids too.
+    let enq = app.logs.wait_for(T, |v| v["message"] == "job enqueued" && v["job_id"] == id.as_str()).await;
+    assert_eq!(enq["trace_id"], trace, "{enq}");
+    assert!(enq["request_id"].is_string(), "{enq}");
 
     let metrics = app.metrics().await;
     assert!(metric_sum(&metrics, "jobs_enqueued_total", &[("kind", "noop")]) >= 1.0);
