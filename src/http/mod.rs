@@ -4,6 +4,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 
@@ -53,6 +54,8 @@ pub fn public_router(state: AppState) -> Router {
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .nest("/api/v1", api_router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
