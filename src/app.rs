@@ -79,6 +79,7 @@ impl Application {
         metrics::gauge!(m::APP_DRAINING).set(0.0);
 
         let verifier = Verifier::new(&settings.auth);
+        let limiter = crate::ratelimit::Limiter::new(&settings.rate_limit, redis.clone());
         let state = AppState(Arc::new(App {
             settings,
             db,
@@ -88,6 +89,7 @@ impl Application {
             lifecycle: Lifecycle::default(),
             health: HealthCache::default(),
             verifier,
+            limiter,
             workers: Arc::new(WorkerStats::default()),
             started_at,
             started_wall,
@@ -139,6 +141,16 @@ impl Application {
             std::time::Duration::from_secs(1),
         ));
         let workers = crate::jobs::worker::start(state.clone(), s.jobs.concurrency);
+        let housekeeping = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    state.limiter.housekeeping();
+                }
+            })
+        };
 
         let signal = shutdown::signal().await;
         let drain_started = Instant::now();
@@ -161,6 +173,7 @@ impl Application {
             }
         };
         let (abandoned, jobs) = tokio::join!(http_drain, workers.drain(s.lifecycle.job_drain_timeout));
+        housekeeping.abort();
         management_stop.cancel();
         let _ = management_task.await;
         state.db.close().await;

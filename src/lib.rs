@@ -12,6 +12,7 @@ pub mod http;
 pub mod jobs;
 pub mod kv;
 pub mod metrics;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod state;
 pub mod storage;

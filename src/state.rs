@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::health::HealthCache;
 use crate::jobs::WorkerStats;
 use crate::kv::Redis;
+use crate::ratelimit::Limiter;
 use crate::shutdown::Lifecycle;
 use crate::storage::Storage;
 
@@ -24,6 +25,7 @@ pub struct App {
     pub lifecycle: Lifecycle,
     pub health: HealthCache,
     pub verifier: Verifier,
+    pub limiter: Limiter,
     pub workers: Arc<WorkerStats>,
     pub started_at: Instant,
     pub started_wall: SystemTime,

@@ -121,7 +121,7 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<IpNet>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimitSettings {
     pub enabled: bool,
     pub fail_mode: FailMode,

@@ -149,6 +149,11 @@ async fn run_checks(state: &AppState) -> Report {
     checks.insert("postgres:connections", pool);
 
     match redis {
+        Some(Ok(took)) if state.limiter.redis_degraded() => {
+            let mut c = check("datastore", ms(took), "ms", Status::Warn);
+            c.output = Some("the rate limiter fell back to in-process limits within the last second".into());
+            checks.insert("redis:responseTime", c);
+        }
         Some(Ok(took)) => {
             checks.insert("redis:responseTime", check("datastore", ms(took), "ms", Status::Pass));
         }

@@ -26,15 +26,18 @@ pub struct ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// RFC 9457 problem details, as every error is answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
     #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    instance: String,
-    trace_id: String,
+    #[schema(example = "urn:ballast:problem:not-found")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request path.
+    pub instance: String,
+    pub trace_id: String,
 }
 
 impl ApiError {
@@ -118,11 +121,11 @@ impl IntoResponse for ApiError {
             None if self.status.is_server_error() => Some(self.detail.clone()),
             None => None,
         };
-        let body = ProblemBody {
+        let body = Problem {
             kind: format!("urn:ballast:problem:{}", self.slug),
-            title: self.title,
+            title: self.title.to_string(),
             status: self.status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail,
             instance: ctx.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
             trace_id: ctx.map(|c| c.trace_id).unwrap_or_default(),
         };
@@ -146,6 +149,10 @@ impl From<sqlx::Error> for ApiError {
                 err
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::conflict("the resource already exists"),
+            // NUL characters and the like: Postgres text and jsonb cannot hold them.
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22P05" | "22021")) => {
+                ApiError::unprocessable("the request contains characters that cannot be stored (e.g. NUL)")
+            }
             sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed => {
                 let mut err = ApiError::unavailable("the database is unreachable; retry shortly", 2);
                 err.source = Some(e.into());

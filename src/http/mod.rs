@@ -4,6 +4,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 
@@ -59,11 +60,20 @@ pub fn public_router(state: AppState) -> Router {
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .nest("/api/v1", crate::jobs::api::router().merge(crate::files::api::router()))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
+        .nest("/api/v1", api_router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(stack)
         .with_state(state)
+}
+
+/// `/api/v1`: rate limited (before auth, which the handlers' extractors do).
+fn api_router(state: AppState) -> Router<AppState> {
+    crate::jobs::api::router()
+        .merge(crate::files::api::router())
+        .route_layer(from_fn_with_state(state, crate::ratelimit::middleware::rate_limit))
 }
 
 /// The management listener: metrics, deep health, build info. Not logged at info level.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::queue::{self, CancelOutcome, DeleteOutcome, Enqueued, Job, NewJob};
 use super::Registry;
 use crate::auth::Identity;
-use crate::http::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult, Problem};
 use crate::http::extract::Json;
 use crate::metrics as m;
 use crate::state::AppState;
@@ -27,23 +27,61 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/cancel", post(cancel_job))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// Unknown top-level fields are ignored (payloads are strict per kind).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct CreateJob {
+    /// A registered kind: noop, sleep, …
     pub kind: String,
-    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     #[serde(default)]
     pub run_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::kinds::integral_opt")]
+    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::kinds::integral_opt")]
+    #[schema(minimum = 1, maximum = 25)]
     pub max_attempts: Option<i32>,
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
+// The request body as documented: one complete variant per registered kind, so generated
+// clients and schemathesis know each kind's payload. The handler parses `CreateJob` and
+// validates the payload through the registry.
+/// A job to enqueue: `kind` selects the payload's shape.
+#[derive(utoipa::ToSchema)]
+#[serde(tag = "kind")]
+#[allow(dead_code)]
+pub enum CreateJobDoc {
+    #[serde(rename = "noop")]
+    Noop {
+        payload: super::kinds::noop::NoopPayload,
+        run_at: Option<RunAt>,
+        #[schema(minimum = -100, maximum = 100)]
+        priority: Option<i16>,
+        #[schema(minimum = 1, maximum = 25)]
+        max_attempts: Option<i32>,
+    },
+    #[serde(rename = "sleep")]
+    Sleep {
+        payload: super::kinds::sleep::SleepPayload,
+        run_at: Option<RunAt>,
+        #[schema(minimum = -100, maximum = 100)]
+        priority: Option<i16>,
+        #[schema(minimum = 1, maximum = 25)]
+        max_attempts: Option<i32>,
+    },
 }
+
+/// When to run, RFC 3339; defaults to now. (The pattern caps the day at 28 so every
+/// generated example is a real date.)
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    format = DateTime,
+    pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"
+)]
+#[allow(dead_code)]
+pub struct RunAt(String);
 
 fn job_response(status: StatusCode, job: &Job) -> Response {
     let location = format!("/api/v1/jobs/{}", job.id);
@@ -54,6 +92,21 @@ fn parse_id(raw: &str) -> ApiResult<Uuid> {
     raw.parse().map_err(|_| ApiError::not_found("no such job"))
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body = CreateJobDoc,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Retry-safe key (1–255 visible ASCII characters); same key and body returns the original job")),
+    responses(
+        (status = 202, description = "Enqueued", body = Job),
+        (status = 200, description = "The job created earlier with this Idempotency-Key", body = Job),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind or invalid payload", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create_job(
     State(state): State<AppState>,
     identity: Identity,
@@ -72,9 +125,9 @@ pub async fn create_job(
     }
     let idempotency_key = match headers.get("idempotency-key") {
         Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?;
-            if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
+            let key = v.to_str().unwrap_or_default();
+            if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"));
             }
             Some(key.to_string())
         }
@@ -109,27 +162,62 @@ pub async fn create_job(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = Job),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_job(State(state): State<AppState>, identity: Identity, Path(id): Path<String>) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let job = queue::get(&state.db, &identity.tenant, id).await?.ok_or_else(|| ApiError::not_found("no such job"))?;
     Ok(axum::Json(job).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
+    /// Only jobs of this kind.
     kind: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Page {
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Page {
     items: Vec<Job>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first; pass next_cursor as cursor for the next page", body = Page),
+        (status = 400, description = "Bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_jobs(
     State(state): State<AppState>,
     identity: Identity,
@@ -150,11 +238,25 @@ pub async fn list_jobs(
         Some(c) => Some(c.parse::<Uuid>().map_err(|_| ApiError::bad_request("cursor is not one this API issued"))?),
         None => None,
     };
+    // Stored kinds never contain NUL (which Postgres text cannot hold): nothing can match.
+    if q.kind.as_deref().is_some_and(|k| k.contains('\0')) {
+        return Ok(axum::Json(Page { items: Vec::new(), next_cursor: None }).into_response());
+    }
     let items = queue::list(&state.db, &identity.tenant, q.status.as_deref(), q.kind.as_deref(), cursor, limit).await?;
     let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|j| j.id.to_string())).flatten();
     Ok(axum::Json(Page { items, next_cursor }).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Queued job cancelled", body = Job),
+        (status = 202, description = "Running job: cancellation requested", body = Job),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already ended", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     identity: Identity,
@@ -174,6 +276,15 @@ pub async fn cancel_job(
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not finished yet", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn delete_job(
     State(state): State<AppState>,
     identity: Identity,

@@ -13,19 +13,23 @@ pub const CHANNEL_ENQUEUED: &str = "ballast_jobs";
 /// NOTIFY channel carrying the id of a running job whose cancellation was requested.
 pub const CHANNEL_CANCEL: &str = "ballast_job_cancel";
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     #[serde(skip)]
     pub tenant: String,
     pub kind: String,
+    /// queued, running, succeeded, failed or cancelled.
+    #[schema(example = "queued")]
     pub status: String,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub priority: i16,
     pub attempts: i32,
     pub max_attempts: i32,
     pub run_at: DateTime<Utc>,
     pub cancel_requested: bool,
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub last_error: Option<String>,
     pub trace_id: Option<String>,

@@ -1,15 +1,16 @@
 //! Logging setup and the per-request trace context.
 
 pub mod context;
+mod json;
 pub mod redact;
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber: one JSON object per line (or human-readable text).
-/// The JSON form carries the current span's fields, so lines logged inside a request or a
-/// job carry its `trace_id` and `request_id`.
+/// Installs the global subscriber: one flat JSON object per line (or human-readable text).
+/// JSON lines carry the enclosing spans' fields, so lines logged inside a request or a job
+/// carry its `trace_id` and `request_id`.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
@@ -17,11 +18,8 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_target(true)
+                    .fmt_fields(fmt::format::JsonFields::new())
+                    .event_format(json::FlatJson)
                     .with_writer(std::io::stdout),
             )
             .try_init(),

@@ -32,8 +32,13 @@ async fn an_enqueued_job_runs_to_success_and_its_logs_carry_the_request_trace() 
     let done = app.wait_job(&token, &id, T, |j| j["status"] == "succeeded").await;
     assert_eq!(done["attempts"], 1);
     assert!(done["finished_at"].is_string());
-    let line = app.logs.wait_for(T, |v| v["message"] == "job succeeded" && v["span"]["job_id"] == id.as_str()).await;
-    assert_eq!(line["span"]["trace_id"], trace, "{line}");
+    let line = app.logs.wait_for(T, |v| v["message"] == "job succeeded" && v["job_id"] == id.as_str()).await;
+    assert_eq!(line["trace_id"], trace, "{line}");
+    assert_eq!(line["kind"], "noop");
+    // A line logged inside the request (not the access line) carries the request's ids too.
+    let enq = app.logs.wait_for(T, |v| v["message"] == "job enqueued" && v["job_id"] == id.as_str()).await;
+    assert_eq!(enq["trace_id"], trace, "{enq}");
+    assert!(enq["request_id"].is_string(), "{enq}");
 
     let metrics = app.metrics().await;
     assert!(metric_sum(&metrics, "jobs_enqueued_total", &[("kind", "noop")]) >= 1.0);
@@ -47,7 +52,7 @@ async fn bad_job_requests_are_refused_with_clear_problems() {
     let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
     let token = app.token("alice", None).await;
 
-    let (code, body) = app.post_job(&token, json!({"kind": "mine.bitcoin"})).await;
+    let (code, body) = app.post_job(&token, json!({"kind": "mine.bitcoin", "payload": {}})).await;
     assert_eq!(code, 422);
     assert!(body["detail"].as_str().unwrap_or_default().contains("unknown job kind"), "{body}");
     let (code, body) = app.post_job(&token, json!({"kind": "sleep", "payload": {"ms": 600001}})).await;
@@ -55,10 +60,16 @@ async fn bad_job_requests_are_refused_with_clear_problems() {
     let (code, body) = app.post_job(&token, json!({"kind": "sleep", "payload": {}})).await;
     assert_eq!(code, 422);
     assert!(body["detail"].as_str().unwrap_or_default().contains("ms"), "{body}");
-    let (code, _) = app.post_job(&token, json!({"kind": "noop", "priority": 101})).await;
+    let (code, _) = app.post_job(&token, json!({"kind": "noop", "payload": {}, "priority": 101})).await;
     assert_eq!(code, 422);
-    let (code, _) = app.post_job(&token, json!({"kind": "noop", "max_attempts": 0})).await;
+    let (code, _) = app.post_job(&token, json!({"kind": "noop", "payload": {}, "max_attempts": 0})).await;
     assert_eq!(code, 422);
+    let (code, body) = app.post_job(&token, json!({"kind": "noop"})).await;
+    assert_eq!(code, 422, "the payload is required: {body}");
+    let (code, body) = app.post_job(&token, json!({"kind": "noop", "payload": {"note": "a\u{0}b"}})).await;
+    assert_eq!(code, 422, "noop refuses unknown payload fields: {body}");
+    let (code, body) = app.post_job(&token, json!({"kind": "sleep", "payload": {"ms": 5.0}, "priority": 3.0})).await;
+    assert_eq!(code, 202, "5.0 is the integer 5 to JSON Schema: {body}");
 
     let url = app.url("/api/v1/jobs");
     let resp = app
@@ -83,11 +94,18 @@ async fn bad_job_requests_are_refused_with_clear_problems() {
         .await
         .expect("POST");
     assert_eq!(resp.status(), 415);
-    let resp = app.client.post(&url).json(&json!({"kind": "noop"})).send().await.expect("POST");
+    let resp = app.client.post(&url).json(&json!({"kind": "noop", "payload": {}})).send().await.expect("POST");
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let resp = app.client.post(&url).bearer_auth("garbage").json(&json!({"kind": "noop"})).send().await.expect("POST");
+    let resp = app
+        .client
+        .post(&url)
+        .bearer_auth("garbage")
+        .json(&json!({"kind": "noop", "payload": {}}))
+        .send()
+        .await
+        .expect("POST");
     assert_eq!(resp.status(), 401);
     let big = json!({"kind": "noop", "payload": {"x": "a".repeat(2 * 1024 * 1024)}});
     let resp = app.client.post(&url).bearer_auth(&token).json(&big).send().await.expect("POST");
@@ -96,7 +114,7 @@ async fn bad_job_requests_are_refused_with_clear_problems() {
 
     let pool = db.pool().await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
-    assert_eq!(count, 0, "refused requests create nothing");
+    assert_eq!(count, 1, "refused requests create nothing (only the accepted sleep job exists)");
 }
 
 #[tokio::test]
@@ -140,7 +158,7 @@ async fn one_tenant_never_sees_another_tenants_jobs() {
     let alice = app.token("alice", Some("acme")).await;
     let alice_colleague = app.token("carol", Some("acme")).await;
     let bob = app.token("bob", None).await;
-    let (_, job) = app.post_job(&alice, json!({"kind": "noop"})).await;
+    let (_, job) = app.post_job(&alice, json!({"kind": "noop", "payload": {}})).await;
     let id = job["id"].as_str().expect("id");
 
     assert_eq!(app.get_job(&alice_colleague, id).await.0, 200, "same org, same tenant");
@@ -169,7 +187,7 @@ async fn pagination_is_stable_while_new_jobs_arrive() {
     let token = app.token("alice", None).await;
     let mut created = Vec::new();
     for _ in 0..5 {
-        let (_, j) = app.post_job(&token, json!({"kind": "noop"})).await;
+        let (_, j) = app.post_job(&token, json!({"kind": "noop", "payload": {}})).await;
         created.push(j["id"].as_str().expect("id").to_string());
     }
     let page = |cursor: Option<String>| {
@@ -191,7 +209,7 @@ async fn pagination_is_stable_while_new_jobs_arrive() {
         if first {
             // New jobs land on the first page's side of the cursor: later pages are unaffected.
             for _ in 0..3 {
-                app.post_job(&token, json!({"kind": "noop"})).await;
+                app.post_job(&token, json!({"kind": "noop", "payload": {}})).await;
             }
             first = false;
         }
@@ -236,7 +254,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_survives() {
     let (_, bad) = app.post_job(&token, json!({"kind": "noop", "payload": {"panic": true}, "max_attempts": 1})).await;
     let bad = app.wait_job(&token, bad["id"].as_str().expect("id"), T, |j| j["status"] == "failed").await;
     assert_eq!(bad["last_error"], "the handler panicked");
-    let (_, good) = app.post_job(&token, json!({"kind": "noop"})).await;
+    let (_, good) = app.post_job(&token, json!({"kind": "noop", "payload": {}})).await;
     app.wait_job(&token, good["id"].as_str().expect("id"), T, |j| j["status"] == "succeeded").await;
 }
 
@@ -253,7 +271,7 @@ async fn cancelling_works_for_queued_and_running_jobs_and_finished_jobs_can_be_d
         }
     };
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let (_, queued) = app.post_job(&token, json!({"kind": "noop", "run_at": later})).await;
+    let (_, queued) = app.post_job(&token, json!({"kind": "noop", "payload": {}, "run_at": later})).await;
     let queued_id = queued["id"].as_str().expect("id").to_string();
     assert_eq!(cancel(queued_id.clone()).await, 200);
     assert_eq!(app.get_job(&token, &queued_id).await.1["status"], "cancelled");

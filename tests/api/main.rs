@@ -7,4 +7,5 @@ mod http;
 mod jobs;
 mod jobs_durability;
 mod migrations;
+mod ratelimit;
 mod shutdown;

@@ -11,10 +11,23 @@ use crate::build_info;
 use crate::health;
 use crate::state::AppState;
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ProbeStatus {
+    /// pass or fail.
+    pub status: String,
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process answers", body = ProbeStatus)))]
 pub async fn live() -> Response {
     (StatusCode::OK, Json(json!({ "status": "pass" }))).into_response()
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = ProbeStatus),
+        (status = 503, description = "Not ready (dependency down, migrations pending or draining)", body = ProbeStatus),
+    ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     match health::readiness(&state).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "pass" }))).into_response(),
@@ -25,6 +38,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Public summary: no component details leak to the internet.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "Ready", body = ProbeStatus),
+        (status = 503, description = "Not ready", body = ProbeStatus),
+    ))]
 pub async fn summary(State(state): State<AppState>) -> Response {
     let (code, status) = match health::readiness(&state).await {
         Ok(()) => (StatusCode::OK, "pass"),

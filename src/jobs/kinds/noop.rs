@@ -7,11 +7,12 @@ use crate::jobs::{JobContext, JobError, JobKind, JobResult};
 
 pub struct Noop;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoopPayload {
     /// Fail this many attempts before succeeding.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integral")]
+    #[schema(minimum = 0, maximum = 25)]
     pub fail_times: i32,
     /// Panic in the handler (the worker must survive and count a failed attempt).
     #[serde(default)]

@@ -8,9 +8,11 @@ use crate::jobs::{JobContext, JobError, JobKind, JobResult};
 
 pub struct Sleep;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SleepPayload {
+    #[schema(minimum = 0, maximum = 600000)]
+    #[serde(deserialize_with = "super::integral")]
     pub ms: u64,
 }
 

@@ -1,0 +1,184 @@
+//! Rate limiting (DESIGN §7). A per-IP in-process guard runs first, before any Redis work;
+//! then the policy's GCRA runs atomically in Redis (one EVALSHA), shared by every instance.
+//! When Redis is down or slower than `REDIS_TIMEOUT_MS` the request is decided by
+//! `RATE_LIMIT_FAIL_MODE` (an in-process GCRA by default) and a breaker keeps later requests
+//! from paying the timeout again until Redis answers.
+
+mod local;
+pub mod middleware;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+
+use crate::config::{FailMode, RateLimitSettings, RatePolicy};
+use crate::kv::Redis;
+use crate::metrics as m;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyName {
+    Default,
+    Uploads,
+    Anonymous,
+}
+
+impl PolicyName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyName::Default => "default",
+            PolicyName::Uploads => "uploads",
+            PolicyName::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// The outcome for one request, with what the response headers need.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub policy: PolicyName,
+    pub rate: RatePolicy,
+    pub allowed: bool,
+    pub remaining: u64,
+    pub retry_after: Duration,
+    pub reset: Duration,
+    /// Decided without Redis.
+    pub fallback: bool,
+}
+
+pub struct Limiter {
+    settings: RateLimitSettings,
+    redis: Option<Redis>,
+    script: Script,
+    local: local::Local,
+    ip_guard: local::IpGuard,
+    /// Unix millis until which Redis is skipped after a failure (the breaker).
+    redis_skip_until: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// How long Redis is bypassed after it failed or timed out.
+const BREAKER: Duration = Duration::from_secs(1);
+
+impl Limiter {
+    pub fn new(settings: &RateLimitSettings, redis: Option<Redis>) -> Limiter {
+        Limiter {
+            settings: settings.clone(),
+            redis,
+            script: Script::new(include_str!("gcra.lua")),
+            local: local::Local::new(settings),
+            ip_guard: local::IpGuard::new(settings.ip_per_second, settings.ip_burst),
+            redis_skip_until: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    fn rate(&self, policy: PolicyName) -> RatePolicy {
+        match policy {
+            PolicyName::Default => self.settings.default,
+            PolicyName::Uploads => self.settings.uploads,
+            PolicyName::Anonymous => self.settings.anonymous,
+        }
+    }
+
+    /// The flood guard: per client IP, in process, no I/O.
+    pub fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        let r = self.ip_guard.check(ip);
+        if r.is_err() {
+            metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => "ip", "decision" => "limited").increment(1);
+        }
+        r
+    }
+
+    /// True while the breaker keeps requests away from Redis (health reports it).
+    pub fn redis_degraded(&self) -> bool {
+        self.redis_skip_until.load(Ordering::Relaxed) > now_ms()
+    }
+
+    pub async fn check(&self, policy: PolicyName, identity: &str) -> Decision {
+        let rate = self.rate(policy);
+        let from_redis = match &self.redis {
+            Some(redis) if !self.redis_degraded() => match self.check_redis(redis, policy, rate, identity).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
+                    tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let decision = match from_redis {
+            Some(d) => d,
+            None => self.fallback(policy, rate, identity),
+        };
+        let label = match (decision.allowed, decision.fallback) {
+            (false, _) => "limited",
+            (true, true) => "fallback",
+            (true, false) => "allowed",
+        };
+        metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => policy.as_str(), "decision" => label).increment(1);
+        decision
+    }
+
+    async fn check_redis(
+        &self,
+        redis: &Redis,
+        policy: PolicyName,
+        rate: RatePolicy,
+        identity: &str,
+    ) -> anyhow::Result<Decision> {
+        let key = redis.key(&["rl", policy.as_str(), identity]);
+        let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
+        let call = async {
+            let mut conn = redis.pool.get().await?;
+            let r: (i64, i64, i64, i64) =
+                self.script.key(key).arg(interval_us).arg(rate.burst).invoke_async(&mut *conn).await?;
+            anyhow::Ok(r)
+        };
+        let (allowed, remaining, retry_ms, reset_ms) = tokio::time::timeout(redis.timeout, call)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {:?} (REDIS_TIMEOUT_MS)", redis.timeout))??;
+        Ok(Decision {
+            policy,
+            rate,
+            allowed: allowed == 1,
+            remaining: remaining.max(0) as u64,
+            retry_after: Duration::from_millis(retry_ms.max(0) as u64),
+            reset: Duration::from_millis(reset_ms.max(0) as u64),
+            fallback: false,
+        })
+    }
+
+    fn fallback(&self, policy: PolicyName, rate: RatePolicy, identity: &str) -> Decision {
+        let base = Decision {
+            policy,
+            rate,
+            allowed: true,
+            remaining: u64::from(rate.burst),
+            retry_after: Duration::ZERO,
+            reset: Duration::ZERO,
+            fallback: true,
+        };
+        match self.settings.fail_mode {
+            FailMode::Open => base,
+            FailMode::Closed => Decision { allowed: false, remaining: 0, retry_after: BREAKER, ..base },
+            FailMode::Local => {
+                let (allowed, remaining, retry_after) = self.local.check(policy, rate, identity);
+                Decision { allowed, remaining, retry_after, ..base }
+            }
+        }
+    }
+
+    /// Drops idle per-key state of the in-process limiters.
+    pub fn housekeeping(&self) {
+        self.local.retain_recent();
+        self.ip_guard.retain_recent();
+    }
+}

@@ -1,0 +1,164 @@
+//! Rate limiting against real Redis: exactness, headers, shared budgets, spoofing, fallback.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+fn limited(db: &TestDb, per_minute: u32, burst: u32) -> Spawn {
+    Spawn::serve(db)
+        .env("WORKER_CONCURRENCY", "0")
+        .env("RATE_LIMIT_DEFAULT_PER_MINUTE", per_minute.to_string())
+        .env("RATE_LIMIT_DEFAULT_BURST", burst.to_string())
+        .env("RATE_LIMIT_ANONYMOUS_PER_MINUTE", per_minute.to_string())
+        .env("RATE_LIMIT_ANONYMOUS_BURST", burst.to_string())
+        .env("RATE_LIMIT_IP_PER_SECOND", "100000")
+        .env("RATE_LIMIT_IP_BURST", "100000")
+}
+
+async fn hammer(app: &TestApp, token: &str, n: usize) -> (usize, usize) {
+    let mut ok = 0;
+    let mut limited = 0;
+    for _ in 0..n {
+        let r = app.client.get(app.url("/api/v1/jobs?limit=1")).bearer_auth(token).send().await.expect("GET");
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test]
+async fn one_identity_gets_exactly_the_burst_then_the_rate() {
+    let db = TestDb::create(&admin_url()).await;
+    // 60/min = one per second after a burst of 10: 40 quick requests admit 10 (+1 if a
+    // second ticks over during the loop).
+    let app = limited(&db, 60, 10).start().await;
+    let token = app.token("alice", None).await;
+    let started = Instant::now();
+    let (ok, limited) = hammer(&app, &token, 40).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed_max = 10 + elapsed.ceil() as usize;
+    println!("admitted {ok}, limited {limited} in {elapsed:.2}s");
+    assert!(ok >= 10 && ok <= allowed_max, "admitted {ok}, expected 10..={allowed_max}");
+    let m = app.metrics().await;
+    assert!(
+        metric_sum(&m, "rate_limit_decisions_total", &[("policy", "default"), ("decision", "limited")])
+            >= limited as f64
+    );
+}
+
+#[tokio::test]
+async fn headers_are_consistent_and_retry_after_is_honest() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = limited(&db, 120, 2).start().await;
+    let token = app.token("alice", None).await;
+    let get = || app.client.get(app.url("/api/v1/jobs?limit=1")).bearer_auth(&token).send();
+    let first = get().await.expect("GET");
+    let h = first.headers();
+    assert_eq!(h["ratelimit-policy"], "\"default\";q=120;w=60");
+    assert_eq!(h["x-ratelimit-limit"], "2");
+    assert_eq!(h["x-ratelimit-remaining"], "1");
+    assert!(h["ratelimit"].to_str().expect("ascii").starts_with("\"default\";r=1;t="));
+    get().await.expect("GET");
+    let denied = get().await.expect("GET");
+    assert_eq!(denied.status(), 429);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    assert_eq!(denied.headers()["x-ratelimit-remaining"], "0");
+    let retry: u64 = denied.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=1).contains(&retry), "120/min refills one every 0.5 s: Retry-After {retry}");
+    tokio::time::sleep(Duration::from_secs(retry)).await; // honouring Retry-After is the behaviour under test
+    assert_eq!(get().await.expect("GET").status(), 200, "a client that waits Retry-After is admitted");
+}
+
+#[tokio::test]
+async fn three_instances_sharing_redis_share_one_budget() {
+    let db = TestDb::create(&admin_url()).await;
+    let prefix = format!("t-shared-{}:", uuid::Uuid::new_v4().simple());
+    let spawn = || limited(&db, 60, 30).env("REDIS_KEY_PREFIX", prefix.clone()).start();
+    let (a, b, c) = tokio::join!(spawn(), spawn(), spawn());
+    let token = a.token("alice", None).await;
+    let started = Instant::now();
+    let mut ok = 0;
+    for _ in 0..30 {
+        for app in [&a, &b, &c] {
+            ok += hammer(app, &token, 1).await.0;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let budget = 30.0 + elapsed; // burst + 1/s
+    println!("90 requests over 3 instances in {elapsed:.2}s: admitted {ok}, budget {budget:.1}");
+    assert!(ok as f64 <= budget.ceil() * 1.01, "over-admission: {ok} > {budget}");
+    assert!(ok >= 30, "the burst is available: {ok}");
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_changes_nothing_unless_the_peer_is_a_trusted_proxy() {
+    let db = TestDb::create(&admin_url()).await;
+    let untrusted = limited(&db, 60, 2).start().await;
+    let send = |app: &TestApp, xff: &str| {
+        app.client.get(app.url("/api/v1/jobs")).header("x-forwarded-for", xff.to_string()).send()
+    };
+    // Anonymous requests (401 after the limiter) are limited per client IP.
+    for xff in ["1.1.1.1", "2.2.2.2"] {
+        assert_eq!(send(&untrusted, xff).await.expect("GET").status(), 401);
+    }
+    assert_eq!(send(&untrusted, "3.3.3.3").await.expect("GET").status(), 429, "one identity: the socket peer");
+
+    let trusted = limited(&db, 60, 2).env("TRUSTED_PROXIES", "127.0.0.1/32").start().await;
+    for xff in ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"] {
+        assert_eq!(send(&trusted, xff).await.expect("GET").status(), 401, "each forwarded client has its own budget");
+    }
+    let line = trusted.logs.wait_for(Duration::from_secs(5), |v| v["client_ip"] == "4.4.4.4").await;
+    assert_eq!(line["route"], "/api/v1/jobs");
+}
+
+#[tokio::test]
+async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_it_returns() {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create(&admin_url()).await;
+    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).env("HEALTH_CACHE_MS", "0").start().await;
+    let token = app.token("alice", None).await;
+    assert_eq!(hammer(&app, &token, 3).await.0, 3);
+
+    let thaw = redis.freeze();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let (ok, _) = hammer(&app, &token, 1).await;
+        assert_eq!(ok, 1, "the fallback limiter admits within policy");
+        worst = worst.max(t.elapsed());
+    }
+    println!("worst latency with redis frozen: {worst:?} (REDIS_TIMEOUT_MS=50)");
+    assert!(worst < Duration::from_millis(500), "{worst:?}");
+    let m = app.metrics().await;
+    assert!(metric_sum(&m, "rate_limit_decisions_total", &[("decision", "fallback")]) >= 1.0, "{m}");
+    let details: serde_json::Value = app.mgmt_get("/health/details").await.json().await.expect("json");
+    assert_eq!(details["checks"]["redis:responseTime"][0]["status"], "warn", "{details:#}");
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    drop(thaw);
+
+    // After the breaker window Redis decides again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = metric_sum(&app.metrics().await, "rate_limit_decisions_total", &[("decision", "allowed")]);
+        hammer(&app, &token, 1).await;
+        let after = metric_sum(&app.metrics().await, "rate_limit_decisions_total", &[("decision", "allowed")]);
+        if after > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "redis-backed decisions never resumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_never_rate_limited() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = limited(&db, 1, 1).env("RATE_LIMIT_IP_PER_SECOND", "1").env("RATE_LIMIT_IP_BURST", "1").start().await;
+    for _ in 0..20 {
+        assert_eq!(app.get("/health/ready").await.status(), 200);
+        assert_eq!(app.mgmt_get("/metrics").await.status(), 200);
+    }
+}
