@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::ranges::{self, Ranged};
 use super::{names, repo, File, IngestError, NewFile};
 use crate::auth::Identity;
-use crate::http::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 use crate::storage::StorageError;
 
@@ -72,9 +72,12 @@ fn ingest_problem(e: IngestError, limit: u64) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// Display name; path parts and control characters are removed, long names are cut to
+    /// 255 bytes. Defaults to the multipart filename, else `file`.
     name: Option<String>,
 }
 
@@ -114,6 +117,22 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
+#[utoipa::path(post, path = "/api/v1/files", tag = "files", security(("bearer" = [])),
+    params(UploadQuery),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
+        description = "The raw bytes (none: an empty file); their Content-Type is kept (default application/octet-stream). \
+            A multipart/form-data body works too: its first part with a filename is the file."),
+    responses(
+        (status = 201, description = "Stored", body = File,
+            headers(("Location" = String, description = "The file's metadata URL"))),
+        (status = 400, description = "Malformed Content-Type, query or multipart body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than MAX_UPLOAD_BYTES; nothing was kept", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A multipart body without a file part", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Object storage unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "Object storage full; nothing was kept", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create_file(
     State(state): State<AppState>,
     identity: Identity,
@@ -186,6 +205,14 @@ async fn upload_multipart(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path, description = "File id")),
+    responses(
+        (status = 200, description = "The file's metadata", body = File),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_file(
     State(state): State<AppState>,
     identity: Identity,
@@ -196,19 +223,33 @@ pub async fn get_file(
     Ok(axum::Json(file).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Page {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = FilePage)]
+pub struct Page {
     items: Vec<File>,
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/files", tag = "files", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first; pass next_cursor as cursor for the next page", body = Page),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn list_files(
     State(state): State<AppState>,
     identity: Identity,
@@ -228,6 +269,27 @@ pub async fn list_files(
     Ok(axum::Json(Page { items, next_cursor }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/files/{id}/content", tag = "files", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "File id"),
+        ("Range" = Option<String>, Header, description = "One byte range: `bytes=first-last`, `bytes=first-` or `bytes=-count`; \
+            other forms are ignored"),
+        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds: 304 when one matches"),
+        ("If-Range" = Option<String>, Header, description = "Apply Range only while this ETag is current"),
+    ),
+    responses(
+        (status = 200, description = "The bytes, with the Content-Type they were stored with", body = Vec<u8>, content_type = "*/*",
+            headers(("ETag" = String, description = "The quoted sha256"), ("Content-Disposition" = String))),
+        (status = 206, description = "The requested range", body = Vec<u8>, content_type = "*/*",
+            headers(("Content-Range" = String))),
+        (status = 304, description = "Not modified (If-None-Match matched)"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "The range lies outside the file", body = Problem, content_type = "application/problem+json",
+            headers(("Content-Range" = String, description = "bytes */size"))),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Object storage unreachable", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn get_content(
     State(state): State<AppState>,
     identity: Identity,
@@ -280,6 +342,15 @@ pub async fn get_content(
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(delete, path = "/api/v1/files/{id}", tag = "files", security(("bearer" = [])),
+    params(("id" = String, Path, description = "File id")),
+    responses(
+        (status = 204, description = "The file and its bytes are gone"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such file for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Object storage unreachable; nothing was deleted", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn delete_file(
     State(state): State<AppState>,
     identity: Identity,

@@ -23,14 +23,17 @@ use crate::state::AppState;
 use crate::storage::{Storage, StorageError};
 
 /// One stored file. Tenant and object key are internal and never serialised.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct File {
     pub id: Uuid,
     #[serde(skip)]
     pub tenant: String,
+    /// Sanitised display name.
     pub name: String,
+    /// As uploaded (or as generated); `file.digest` reports what the bytes look like.
     pub content_type: String,
     pub size: i64,
+    /// Hex; also the content's ETag.
     pub sha256: String,
     #[serde(skip)]
     pub object_key: String,

@@ -21,10 +21,15 @@ use crate::build_info;
         crate::jobs::api::get_job,
         crate::jobs::api::cancel_job,
         crate::jobs::api::delete_job,
+        crate::files::api::create_file,
+        crate::files::api::list_files,
+        crate::files::api::get_file,
+        crate::files::api::get_content,
+        crate::files::api::delete_file,
     ),
     components(schemas(crate::http::error::Problem)),
     modifiers(&Security),
-    tags((name = "jobs", description = "Durable background jobs"), (name = "health", description = "Probes"))
+    tags((name = "jobs", description = "Durable background jobs"), (name = "files", description = "Files in object storage"), (name = "health", description = "Probes"))
 )]
 pub struct ApiDoc;
 

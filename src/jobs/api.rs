@@ -70,6 +70,24 @@ pub enum CreateJobDoc {
         #[schema(minimum = 1, maximum = 25)]
         max_attempts: Option<i32>,
     },
+    #[serde(rename = "file.digest")]
+    FileDigest {
+        payload: super::kinds::file_digest::FileDigestPayload,
+        run_at: Option<RunAt>,
+        #[schema(minimum = -100, maximum = 100)]
+        priority: Option<i16>,
+        #[schema(minimum = 1, maximum = 25)]
+        max_attempts: Option<i32>,
+    },
+    #[serde(rename = "document.render")]
+    DocumentRender {
+        payload: super::kinds::document_render::RenderPayloadDoc,
+        run_at: Option<RunAt>,
+        #[schema(minimum = -100, maximum = 100)]
+        priority: Option<i16>,
+        #[schema(minimum = 1, maximum = 25)]
+        max_attempts: Option<i32>,
+    },
 }
 
 /// When to run, RFC 3339; defaults to now. (The pattern caps the day at 28 so every

@@ -9,6 +9,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use minijinja::{AutoEscape, Environment};
 use serde::Deserialize;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Ref, Schema, Type};
+use utoipa::openapi::RefOr;
 use uuid::Uuid;
 
 use crate::files::{self, names, repo, NewFile};
@@ -29,8 +31,9 @@ pub struct RenderPayload {
     pub template: Option<String>,
     #[serde(default)]
     pub template_file_id: Option<String>,
-    #[serde(default = "empty_object")]
-    pub context: serde_json::Value,
+    /// Absent or null is an empty context.
+    #[serde(default)]
+    pub context: Option<serde_json::Value>,
     /// `text/plain` (default) or `text/html` (which turns on HTML auto-escaping).
     #[serde(default)]
     pub content_type: Option<String>,
@@ -39,8 +42,108 @@ pub struct RenderPayload {
     pub name: Option<String>,
 }
 
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
+/// The payload as documented: exactly one template source (the handler checks the same).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum RenderPayloadDoc {
+    Inline(InlineTemplate),
+    Stored(StoredTemplate),
+}
+
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct InlineTemplate {
+    /// minijinja template source, at most 256 KiB of UTF-8 (65536 characters always fit).
+    #[schema(max_length = 65536, pattern = "^[^\\u0000]*$")]
+    template: String,
+    #[schema(value_type = Option<RenderContext>)]
+    context: Option<serde_json::Value>,
+    content_type: Option<RenderedType>,
+    #[schema(pattern = "^[^\\u0000]*$")]
+    name: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct StoredTemplate {
+    /// One of the tenant's files holding the template (at most 256 KiB of UTF-8).
+    template_file_id: Uuid,
+    #[schema(value_type = Option<RenderContext>)]
+    context: Option<serde_json::Value>,
+    content_type: Option<RenderedType>,
+    #[schema(pattern = "^[^\\u0000]*$")]
+    name: Option<String>,
+}
+
+/// `text/html` turns on HTML auto-escaping.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum RenderedType {
+    #[serde(rename = "text/plain")]
+    Plain,
+    #[serde(rename = "text/html")]
+    Html,
+}
+
+/// Postgres stores JSON numbers as exact decimals; ones near f64's limits would not read back.
+const MAX_CONTEXT_NUMBER: f64 = 1e300;
+
+fn numbers_in_range(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|x| x.abs() <= MAX_CONTEXT_NUMBER),
+        serde_json::Value::Array(items) => items.iter().all(numbers_in_range),
+        serde_json::Value::Object(map) => map.values().all(numbers_in_range),
+        _ => true,
+    }
+}
+
+/// The render context as documented: an object of JSON values whose numbers lie within
+/// ±1e300 and whose text holds no NUL (Postgres JSON cannot; such payloads get a 422). The
+/// value schema refers to itself, so it is written by hand.
+pub struct RenderContext;
+
+const CONTEXT_VALUE: &str = "RenderContextValue";
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+fn text_without_nul() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String).pattern(Some(NO_NUL))
+}
+
+fn object_of_values() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(text_without_nul()))
+        .additional_properties(Some(Ref::from_schema_name(CONTEXT_VALUE)))
+}
+
+impl utoipa::PartialSchema for RenderContext {
+    fn schema() -> RefOr<Schema> {
+        object_of_values().description(Some("Variables for the template")).into()
+    }
+}
+
+impl utoipa::ToSchema for RenderContext {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "RenderContext".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        let number = ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .minimum(Some(-MAX_CONTEXT_NUMBER))
+            .maximum(Some(MAX_CONTEXT_NUMBER));
+        let value = OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .item(ObjectBuilder::new().schema_type(Type::Boolean))
+            .item(text_without_nul())
+            .item(number)
+            .item(ArrayBuilder::new().items(Ref::from_schema_name(CONTEXT_VALUE)))
+            .item(object_of_values());
+        schemas.push((CONTEXT_VALUE.to_string(), value.into()));
+    }
 }
 
 impl JobKind for DocumentRender {
@@ -56,8 +159,13 @@ impl JobKind for DocumentRender {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err("exactly one of template and template_file_id is required".into()),
         }
-        if !p.context.is_object() {
-            return Err("context must be a JSON object".into());
+        if let Some(context) = &p.context {
+            if !context.is_object() {
+                return Err("context must be a JSON object".into());
+            }
+            if !numbers_in_range(context) {
+                return Err(format!("numbers in context must lie within ±{MAX_CONTEXT_NUMBER:e}"));
+            }
         }
         if let Some(ct) = &p.content_type {
             if !CONTENT_TYPES.contains(&ct.as_str()) {
@@ -76,7 +184,7 @@ impl JobKind for DocumentRender {
             }
         };
         let html = p.content_type.as_deref() == Some("text/html");
-        let context = p.context;
+        let context = p.context.unwrap_or_else(|| serde_json::json!({}));
         let render = tokio::task::spawn_blocking(move || render(&source, context, html));
         let output = tokio::select! {
             joined = render => joined.map_err(|e| JobError::retryable(format!("the render task failed: {e}")))??,
@@ -181,6 +289,10 @@ mod tests {
         let big = "x".repeat(MAX_TEMPLATE_BYTES + 1);
         assert!(DocumentRender::validate(&payload(json!({"template": big}))).is_err());
         assert!(DocumentRender::validate(&payload(json!({"template": "x", "context": [1]}))).is_err());
+        assert!(DocumentRender::validate(&payload(json!({"template": "x", "context": null}))).is_ok());
+        assert!(DocumentRender::validate(&payload(json!({"template": "x", "context": {"a": [1e300, -7]}}))).is_ok());
+        let huge = json!({"template": "x", "context": {"a": {"b": [1.7976931348623157e308]}}});
+        assert!(DocumentRender::validate(&payload(huge)).is_err());
         assert!(DocumentRender::validate(&payload(json!({"template": "x", "content_type": "image/png"}))).is_err());
     }
 

@@ -11,9 +11,11 @@ use crate::jobs::{JobContext, JobError, JobKind, JobResult};
 
 pub struct FileDigest;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileDigestPayload {
+    /// One of the tenant's files.
+    #[schema(value_type = uuid::Uuid)]
     pub file_id: String,
 }
 
