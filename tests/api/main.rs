@@ -1,4 +1,5 @@
 //! Integration tests: the real binary against real Postgres and Redis.
+mod auth;
 mod config;
 mod health;
 mod helpers;
