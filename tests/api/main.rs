@@ -6,5 +6,6 @@ mod helpers;
 mod http;
 mod jobs;
 mod jobs_durability;
+mod limits;
 mod migrations;
 mod shutdown;
