@@ -50,7 +50,8 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building release binaries (ballast, example bare)"
   (cd "$ROOT" && cargo build --release --locked --bin ballast --example bare >&2)
 fi
-BALLAST_BIN="$TARGET/release/ballast"
+# BENCH_BALLAST_BIN: measure another build of ballast (e.g. a merged tree's) against this baseline.
+BALLAST_BIN="${BENCH_BALLAST_BIN:-$TARGET/release/ballast}"
 BARE_BIN="$TARGET/release/examples/bare"
 if [ ! -x "$BALLAST_BIN" ] || [ ! -x "$BARE_BIN" ]; then die "release binaries missing in $TARGET/release"; fi
 
@@ -250,18 +251,24 @@ PY
   fi
   stop_pid "$RL_PID" TERM 30
 
-  log "2. redis-benchmark: EVALSHA of bench/gcra.lua (redis cpu ${INFRA_CPU:-any}, client cpu ${SERVER_CPU:-any})"
-  SHA="$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$ROOT/bench/gcra.lua")")"
-  # 10 000 identities, 1 decision/ms each, burst 1e6: every call runs the whole script and allows.
-  rb="$( ( pin "$SERVER_CPU" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNS" -n 300000 -r 10000 --csv \
-    EVALSHA "$SHA" 1 'rl:bench:__rand_int__' 1 1000000 ) | tail -n 1)"
-  record redis.evalsha "$(python3 - "$rb" <<'PY'
+  # The project's own limiter script when the tree has one, else the stand-in; one identity,
+  # one key, as the wrk run above (a single bearer token) hits one key.
+  GCRA_LUA="$ROOT/src/ratelimit/gcra.lua"
+  [ -f "$GCRA_LUA" ] || GCRA_LUA="$ROOT/bench/gcra.lua"
+  log "2. redis-benchmark: EVALSHA of ${GCRA_LUA#"$ROOT"/} (redis cpu ${INFRA_CPU:-any}, client cpu ${SERVER_CPU:-any})"
+  SHA="$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$GCRA_LUA")")"
+  # 60 µs interval = RATE_LIMIT_DEFAULT_PER_MINUTE=1000000, burst 1e6: every call allows.
+  rb="$( ( pin "$SERVER_CPU" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNS" -n 200000 --csv \
+    EVALSHA "$SHA" 1 'ballast:rl:default:bench-user' 60 1000000 ) | tail -n 1)"
+  record redis.evalsha "$(python3 - "$rb" "${GCRA_LUA#"$ROOT"/}" <<'PY'
 import csv, json, sys
 row = next(csv.reader([sys.argv[1]]))
 keys = ["rps", "avg_ms", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
-print(json.dumps({k: float(v) for k, v in zip(keys, row[1:])}))
+d = {k: float(v) for k, v in zip(keys, row[1:])}
+d["script"] = sys.argv[2]
+print(json.dumps(d))
 PY
-  )"
+)"
 fi
 
 # ---------------------------------------------------------------- 3a. burn-down

@@ -103,7 +103,7 @@ def main():
         p(f"  limiter on:  {fmt(on['rps'], 0)} rps, p50 {fmt(on['p50_ms'], 2)} ms, p99 {fmt(on['p99_ms'], 2)} ms,"
           f" errors {errors(on)}; on/off rps × {fmt(lim['ratio_on_off_rps'], 3)}; decisions {lim['decisions']}")
     if redis:
-        p(f"  redis EVALSHA gcra.lua (redis-benchmark): {fmt(redis['rps'], 0)} ops/s, p50 {redis['p50_ms']} ms, p99 {redis['p99_ms']} ms")
+        p(f"  redis EVALSHA {redis.get('script')} (redis-benchmark, one key): {fmt(redis['rps'], 0)} ops/s, p50 {redis['p50_ms']} ms, p99 {redis['p99_ms']} ms")
         if on and "skipped" not in on:
             lim["ratio_app_redis"] = ratio(on["rps"], redis["rps"])
             p(f"  app with limiter / redis ceiling: × {fmt(lim['ratio_app_redis'], 3)}")
