@@ -120,20 +120,41 @@ cpu_busy() {
   awk 'NR==FNR {b[$1]=$2; t[$1]=$3; next}
        {d=$3-t[$1]; if (d<=0) d=1; printf "%s\"%s\":%.1f", (n++ ? "," : "{"), $1, 100*($2-b[$1])/d} END {print "}"}' "$1" "$2"
 }
-# with_cpu JSON BEFORE AFTER: the JSON object with "cpu_busy_pct" added.
-with_cpu() { printf '%s,"cpu_busy_pct":%s}' "${1%\}}" "$(cpu_busy "$2" "$3")"; }
+# A measurement window: core busy share, and the CPU time the servers under test
+# (SERVER_PIDS) and Postgres spent in it. CPU per request/job is what stays meaningful when
+# something else shares the machine.
+SERVER_PIDS=()
+win_start() {
+  cpu_snap "$RUN_DIR/cpu.before"
+  W_SRV0="$(cpu_ticks "${SERVER_PIDS[@]}")"
+  W_PG0="$(pg_cpu_ticks "$PG_DIR")"
+}
+# win_end JSON ITEMS: JSON plus cpu_busy_pct, server/postgres CPU ms and µs per item.
+win_end() {
+  local srv pg
+  cpu_snap "$RUN_DIR/cpu.after"
+  srv="$(ticks_ms $(( $(cpu_ticks "${SERVER_PIDS[@]}") - W_SRV0 )))"
+  pg="$(ticks_ms $(( $(pg_cpu_ticks "$PG_DIR") - W_PG0 )))"
+  python3 - "$1" "$2" "$srv" "$pg" "$(cpu_busy "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after")" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1]); n = max(float(sys.argv[2]), 1); srv, pg = float(sys.argv[3]), float(sys.argv[4])
+d.update({"cpu_busy_pct": json.loads(sys.argv[5]), "server_cpu_ms": srv, "postgres_cpu_ms": pg,
+          "server_cpu_us_per_item": round(srv * 1000 / n, 1), "postgres_cpu_us_per_item": round(pg * 1000 / n, 1)})
+print(json.dumps(d))
+PY
+}
 
 # wrk_measure URL VAR=VALUE...: warm up, then measure; prints the WRKJSON object.
 wrk_measure() {
   local url="$1"; shift
   local envs=("WRK_METHOD=GET" "$@") out
-  ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$ROOT/bench/wrk/report.lua" "$url" ) >/dev/null
-  cpu_snap "$RUN_DIR/cpu.before"
-  out="$( ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" --timeout 10s \
+  local conns="${MEASURE_CONNS:-$CONNS}"
+  ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d"${WARMUP}s" -s "$ROOT/bench/wrk/report.lua" "$url" ) >/dev/null
+  win_start
+  out="$( ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s \
     -s "$ROOT/bench/wrk/report.lua" "$url" ) | sed -n 's/^WRKJSON //p')"
-  cpu_snap "$RUN_DIR/cpu.after"
   [ -n "$out" ] || die "wrk printed no summary for $url"
-  with_cpu "$out" "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after"
+  win_end "$out" "$(printf '%s' "$out" | sed -nE 's/.*"requests":([0-9]+).*/\1/p')"
 }
 
 # RSS sampler: the peak resident size of PID while it runs, every 100 ms, into FILE.
@@ -174,6 +195,7 @@ if want http; then
   ( pin "$SERVER_CPU" env -i PATH=/usr/bin:/bin "DATABASE_URL=$DB_URL" BARE_DB_MAX_CONNECTIONS=10 \
       "$BARE_BIN" "127.0.0.1:$BARE_PORT" ) >"$RUN_DIR/bare.log" 2>&1 &
   BARE_PID=$!
+  SERVER_PIDS=("$BARE_PID")
   RUN_PIDS+=("$BARE_PID")
   wait_for_http "http://127.0.0.1:$BARE_PORT/json" 20 || die "bare did not start"
   sleep 1
@@ -187,6 +209,7 @@ if want http; then
 
   log "1. ballast serve, limiter off (WORKER_CONCURRENCY=0: only HTTP on the server core)"
   ballast_start APP "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
+  SERVER_PIDS=("$APP_PID")
   APP_URL="http://$APP_HTTP"
   wait_for_http "$APP_URL/health/ready" 20 || die "ballast not ready"
   sleep 1
@@ -221,6 +244,7 @@ if want http; then
   # redis ping, storage) per request. Not the bare /db equivalent: a probe storm's cost.
   log "1. ballast /health/ready with HEALTH_CACHE_MS=0"
   ballast_start READY "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false HEALTH_CACHE_MS=0
+  SERVER_PIDS=("$READY_PID")
   wait_for_http "http://$READY_HTTP/health/ready" 20 || die "ballast not ready"
   record http.ballast_ready_nocache "$(wrk_measure "http://$READY_HTTP/health/ready")"
   stop_pid "$READY_PID" TERM 30
@@ -230,6 +254,7 @@ fi
 if want limiter; then
   log "2. limiter: ballast with RATE_LIMIT_ENABLED=true (policies far above the load)"
   ballast_start RL "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=true "${LIMITER_HIGH[@]}"
+  SERVER_PIDS=("$RL_PID")
   RL_URL="http://$RL_HTTP"
   wait_for_http "$RL_URL/health/ready" 20 || die "ballast not ready"
   headers="$(curl -s -D - -o /dev/null --max-time 5 -H "Authorization: Bearer $TOKEN" "$RL_URL/api/v1/jobs/$JOB_ID" | tr -d '\r')"
@@ -302,25 +327,27 @@ if want jobs; then
 
   log "3a. burn-down of $JOBS_N noop jobs: one serve process (embedded pool $WORKER_CONC/$CLAIM_BATCH)"
   seed_jobs
-  cpu_snap "$RUN_DIR/cpu.before"
+  SERVER_PIDS=()
+  win_start
   t0="$(now_ms)"
   ballast_start BURN "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  SERVER_PIDS=("$BURN_PID")
   wait_drained 180 || die "burn-down (1 process) did not drain within 180 s"
   t1="$(now_ms)"
-  cpu_snap "$RUN_DIR/cpu.after"
-  record jobs.burn_1 "$(with_cpu "$(burn_stats $((t1 - t0)) 1)" "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after")"
+  record jobs.burn_1 "$(win_end "$(burn_stats $((t1 - t0)) 1)" "$JOBS_N")"
   stop_pid "$BURN_PID" TERM 30
 
   log "3a. burn-down of $JOBS_N noop jobs: two worker processes"
   seed_jobs
-  cpu_snap "$RUN_DIR/cpu.before"
+  SERVER_PIDS=()
+  win_start
   t0="$(now_ms)"
   ballast_start W1 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
   ballast_start W2 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  SERVER_PIDS=("$W1_PID" "$W2_PID")
   wait_drained 180 || die "burn-down (2 processes) did not drain within 180 s"
   t1="$(now_ms)"
-  cpu_snap "$RUN_DIR/cpu.after"
-  record jobs.burn_2 "$(with_cpu "$(burn_stats $((t1 - t0)) 2)" "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after")"
+  record jobs.burn_2 "$(win_end "$(burn_stats $((t1 - t0)) 2)" "$JOBS_N")"
   stop_pid "$W1_PID" TERM 30
   stop_pid "$W2_PID" TERM 30
 fi
@@ -331,11 +358,11 @@ if want e2e; then
   psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
   # 64 concurrent enqueues each hold a pooled connection for their transaction.
   ballast_start E2E "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}" DATABASE_MAX_CONNECTIONS=32
+  SERVER_PIDS=("$E2E_PID")
   wait_for_http "http://$E2E_HTTP/health/ready" 20 || die "ballast not ready"
-  e2e="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
-  wait_drained 120 || die "end-to-end jobs did not drain within 120 s"
-  record jobs.e2e_http "$e2e"
-  record jobs.e2e "$(psql_q "$DB_URL" "SELECT json_build_object(
+  # e2e_stats: what the database says about the enqueued jobs (all of them drained).
+  e2e_stats() {
+    psql_q "$DB_URL" "SELECT json_build_object(
       'jobs', count(*),
       'succeeded', count(*) FILTER (WHERE status = 'succeeded'),
       'duplicated_attempts', COALESCE(sum(attempts - 1) FILTER (WHERE attempts > 1), 0),
@@ -344,7 +371,18 @@ if want e2e; then
       'start_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at)) * 1000)::numeric, 2),
       'finish_p50_ms', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2),
       'finish_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2))
-    FROM jobs")"
+    FROM jobs"
+  }
+  # Saturated (-c CONNS: capacity) and light (-c 4: latency without a queue in front).
+  e2e="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
+  wait_drained 120 || die "end-to-end jobs did not drain within 120 s"
+  record jobs.e2e_http "$e2e"
+  record jobs.e2e "$(e2e_stats)"
+  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
+  e2e="$(MEASURE_CONNS=4 wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
+  wait_drained 120 || die "end-to-end jobs (light) did not drain within 120 s"
+  record jobs.e2e_light_http "$e2e"
+  record jobs.e2e_light "$(e2e_stats)"
   stop_pid "$E2E_PID" TERM 30
 fi
 
@@ -378,4 +416,5 @@ print(json.dumps({
 PY
 )"
 mkdir -p "$(dirname "$OUT")"
+cp "$RESULTS" "${OUT%.json}.raw.jsonl"     # the measurements as taken (report.py re-renders them)
 python3 "$ROOT/bench/lib/report.py" "$RESULTS" "$OUT"

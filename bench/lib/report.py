@@ -39,6 +39,14 @@ def cpus(w):
     return "/".join(f"{c[k]:.0f}" for k in sorted(c)) if c else "-"
 
 
+def share(w):
+    """Percent of one core the server process(es) used during the measured window: with the
+    server alone on its core, 100 minus this is what other work on the machine took."""
+    if w.get("server_cpu_ms") is None or not w.get("duration_s"):
+        return None
+    return round(w["server_cpu_ms"] / (w["duration_s"] * 10), 1)
+
+
 def errors(w):
     return sum(w.get(k, 0) for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout", "non_2xx_3xx"))
 
@@ -72,7 +80,8 @@ def main():
         ("ballast GET /health/ready, HEALTH_CACHE_MS=0", "http.ballast_ready_nocache", "http.bare_db"),
     ]
     p("1. HTTP: bare axum vs ballast (ratios ballast/bare)")
-    p(f"  {'route':<50} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps ×':>7} {'p50 ×':>7} {'p99 ×':>7}  cpu0/cpu1 busy %")
+    p(f"  {'route':<50} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps ×':>7} {'p50 ×':>7} {'p99 ×':>7}"
+      f" {'srv µs/req':>10} {'pg µs/req':>9} {'cpu ×':>6} {'srv %core':>9}  cpu0/cpu1 busy %")
     for label, key, base in pairs:
         w = r.get(key)
         if not w:
@@ -83,9 +92,13 @@ def main():
             row["ratio_rps"] = ratio(w["rps"], b["rps"])
             row["ratio_p50"] = ratio(w["p50_ms"], b["p50_ms"])
             row["ratio_p99"] = ratio(w["p99_ms"], b["p99_ms"])
+            row["ratio_server_cpu_per_req"] = ratio(w.get("server_cpu_us_per_item"), b.get("server_cpu_us_per_item"))
+        row["server_core_share_pct"] = share(w)
         http[key.split(".", 1)[1]] = row
         p(f"  {label:<50} {fmt(w['rps'], 0):>10} {fmt(w['p50_ms'], 2):>8} {fmt(w['p99_ms'], 2):>8} {errors(w):>7}"
-          f" {fmt(row.get('ratio_rps'), 3):>7} {fmt(row.get('ratio_p50'), 2):>7} {fmt(row.get('ratio_p99'), 2):>7}  {cpus(w)}")
+          f" {fmt(row.get('ratio_rps'), 3):>7} {fmt(row.get('ratio_p50'), 2):>7} {fmt(row.get('ratio_p99'), 2):>7}"
+          f" {fmt(w.get('server_cpu_us_per_item')):>10} {fmt(w.get('postgres_cpu_us_per_item')):>9}"
+          f" {fmt(row.get('ratio_server_cpu_per_req'), 2):>6} {fmt(share(w), 0):>9}  {cpus(w)}")
     out["http"] = http
     p("")
 
@@ -125,19 +138,24 @@ def main():
         jobs[key.split(".", 1)[1]] = j
         p(f"  {label:<32} {fmt(j['jobs'])} jobs: {fmt(j['jobs_per_s'])} jobs/s (DB span {j['span_s']} s, wall {j['wall_ms']} ms"
           f" incl. start-up), succeeded {fmt(j['succeeded'])}, duplicate attempts {j['duplicated_attempts']},"
-          f" cpu0/cpu1 busy {cpus(j)} %"
+          f" cpu0/cpu1 busy {cpus(j)} %; CPU per job: ballast {j.get('server_cpu_us_per_item')} µs,"
+          f" Postgres {j.get('postgres_cpu_us_per_item')} µs"
           f" — target {JOBS_BURN_TARGET:,}: {'met' if j['meets_target'] else 'MISSED'}")
-    e, w = r.get("jobs.e2e"), r.get("jobs.e2e_http")
-    if e and w:
+    for key, label in (("e2e", f"-c{env.get('connections')}, saturated"), ("e2e_light", "-c4, light")):
+        e, w = r.get("jobs." + key), r.get("jobs." + key + "_http")
+        if not (e and w):
+            continue
         e = dict(e)
         e["enqueue"] = w
         e["meets_target"] = (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET and (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
-        jobs["e2e"] = e
-        p(f"  end to end (wrk POST, -c{env.get('connections')}): enqueue {fmt(w['rps'], 0)} req/s (p50 {fmt(w['p50_ms'], 2)} ms,"
-          f" p99 {fmt(w['p99_ms'], 2)} ms, errors {errors(w)}, cpu0/cpu1 busy {cpus(w)} %); completed {fmt(e['completed_per_s'])} jobs/s;"
-          f" enqueue→started p50 {e['start_p50_ms']} ms, p99 {e['start_p99_ms']} ms; enqueue→finished p50 {e['finish_p50_ms']} ms,"
-          f" p99 {e['finish_p99_ms']} ms; {fmt(e['succeeded'])}/{fmt(e['jobs'])} succeeded, duplicate attempts {e['duplicated_attempts']}"
-          f" — target {JOBS_E2E_TARGET:,} jobs/s with p50 < {JOBS_E2E_P50_TARGET_MS} ms: {'met' if e['meets_target'] else 'MISSED'}")
+        jobs[key] = e
+        p(f"  end to end, wrk POST {label}: enqueue {fmt(w['rps'], 0)} req/s (p50 {fmt(w['p50_ms'], 2)} ms,"
+          f" p99 {fmt(w['p99_ms'], 2)} ms, errors {errors(w)}, cpu0/cpu1 busy {cpus(w)} %,"
+          f" CPU per job: ballast {w.get('server_cpu_us_per_item')} µs, Postgres {w.get('postgres_cpu_us_per_item')} µs)")
+        p(f"      completed {fmt(e['completed_per_s'])} jobs/s; enqueue→started p50 {e['start_p50_ms']} ms, p99 {e['start_p99_ms']} ms;"
+          f" enqueue→finished p50 {e['finish_p50_ms']} ms, p99 {e['finish_p99_ms']} ms; {fmt(e['succeeded'])}/{fmt(e['jobs'])} succeeded,"
+          f" duplicate attempts {e['duplicated_attempts']} — target {JOBS_E2E_TARGET:,} jobs/s with p50 < {JOBS_E2E_P50_TARGET_MS} ms:"
+          f" {'met' if e['meets_target'] else 'MISSED'}")
     out["jobs"] = jobs
     p("")
 
@@ -152,8 +170,9 @@ def main():
         "upload": r.get("mem.upload"),
     }
     out["memory"] = mem
-    p(f"  RSS idle: ballast {mem['ballast_idle_mib']} MiB (bare {mem['bare_idle_mib']} MiB);"
-      f" under load (peak, sections 1): ballast {mem['ballast_load_peak_mib']} MiB (bare {mem['bare_load_peak_mib']} MiB)")
+    if mem["ballast_idle_mib"] is not None:
+        p(f"  RSS idle: ballast {mem['ballast_idle_mib']} MiB (bare {mem['bare_idle_mib']} MiB);"
+          f" under load (peak, section 1): ballast {mem['ballast_load_peak_mib']} MiB (bare {mem['bare_load_peak_mib']} MiB)")
     up = mem["upload"] or {}
     if "skipped" in up:
         p(f"  RSS during a 100 MiB upload: skipped: {up['skipped']}")

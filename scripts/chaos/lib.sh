@@ -131,6 +131,27 @@ stop_pid() {
 rss_kib() { awk '/^VmRSS:/ {print $2; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kib() { awk '/^VmHWM:/ {print $2; f=1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
+# cpu_ticks PID...: user+system CPU clock ticks used so far by these processes, including
+# their reaped children (a Postgres backend that exited is in its postmaster's cutime).
+cpu_ticks() {
+  local pid total=0 t
+  for pid in "$@"; do
+    t="$(awk '{sub(/^.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+# pg_cpu_ticks DIR: the same for a private Postgres: its postmaster and live backends.
+pg_cpu_ticks() {
+  local pm
+  pm="$(pg_postmaster_pid "$1")"
+  [ -n "$pm" ] || { echo 0; return; }
+  # shellcheck disable=SC2046 # a list of pids
+  cpu_ticks "$pm" $(pgrep -P "$pm")
+}
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+ticks_ms() { echo $(( $1 * 1000 / CLK_TCK )); }
+
 # mint_token SUB: a JWT from the binary's own `token` command.
 mint_token() {
   env -i "PATH=/usr/bin:/bin" "CONFIG_DIR=/nonexistent" "JWT_SECRET=$JWT_SECRET" "$BALLAST_BIN" token --sub "$1" --ttl 2h
