@@ -325,6 +325,16 @@ if want jobs; then
   }
   JOB_ENV=("WORKER_CONCURRENCY=$WORKER_CONC" "JOB_CLAIM_BATCH=$CLAIM_BATCH" "RATE_LIMIT_ENABLED=false")
 
+  log "3a. the queue's SQL alone (bench/sql/queue-ceiling.sql, batch $CLAIM_BATCH): Postgres's own ceiling"
+  seed_jobs
+  SERVER_PIDS=()
+  win_start
+  t0="$(now_ms)"
+  ( pin "$CLIENT_CPU" psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "SET bench.batch = $CLAIM_BATCH" \
+      -f "$ROOT/bench/sql/queue-ceiling.sql" >/dev/null )
+  t1="$(now_ms)"
+  record jobs.sql_ceiling "$(win_end "$(burn_stats $((t1 - t0)) 0)" "$JOBS_N")"
+
   log "3a. burn-down of $JOBS_N noop jobs: one serve process (embedded pool $WORKER_CONC/$CLAIM_BATCH)"
   seed_jobs
   SERVER_PIDS=()

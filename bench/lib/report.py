@@ -128,6 +128,12 @@ def main():
     # 3. jobs
     p("3. Jobs (noop)")
     jobs = {}
+    ceiling = r.get("jobs.sql_ceiling")
+    if ceiling:
+        jobs["sql_ceiling"] = ceiling
+        p(f"  {'queue SQL alone (no app)':<32} {fmt(ceiling['jobs'])} jobs: {fmt(ceiling['jobs_per_s'])} jobs/s"
+          f" (claim+complete statements in a loop inside Postgres, batch {ceiling['claim_batch']});"
+          f" Postgres CPU per job {ceiling.get('postgres_cpu_us_per_item')} µs")
     for key, label in (("jobs.burn_1", "burn-down, 1 serve process"), ("jobs.burn_2", "burn-down, 2 worker processes")):
         j = r.get(key)
         if not j:
@@ -135,11 +141,13 @@ def main():
         j = dict(j)
         j["target_jobs_per_s"] = JOBS_BURN_TARGET
         j["meets_target"] = (j.get("jobs_per_s") or 0) >= JOBS_BURN_TARGET
+        if ceiling:
+            j["ratio_to_sql_ceiling"] = ratio(j.get("jobs_per_s"), ceiling.get("jobs_per_s"))
         jobs[key.split(".", 1)[1]] = j
         p(f"  {label:<32} {fmt(j['jobs'])} jobs: {fmt(j['jobs_per_s'])} jobs/s (DB span {j['span_s']} s, wall {j['wall_ms']} ms"
           f" incl. start-up), succeeded {fmt(j['succeeded'])}, duplicate attempts {j['duplicated_attempts']},"
           f" cpu0/cpu1 busy {cpus(j)} %; CPU per job: ballast {j.get('server_cpu_us_per_item')} µs,"
-          f" Postgres {j.get('postgres_cpu_us_per_item')} µs"
+          f" Postgres {j.get('postgres_cpu_us_per_item')} µs; × SQL ceiling {fmt(j.get('ratio_to_sql_ceiling'), 2)}"
           f" — target {JOBS_BURN_TARGET:,}: {'met' if j['meets_target'] else 'MISSED'}")
     for key, label in (("e2e", f"-c{env.get('connections')}, saturated"), ("e2e_light", "-c4, light")):
         e, w = r.get("jobs." + key), r.get("jobs." + key + "_http")
