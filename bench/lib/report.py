@@ -194,7 +194,7 @@ def main():
     z = r.get("size")
     out["size"] = z
     if z:
-        p(f"  release binary: ballast {z['ballast_bytes'] / 1048576:.1f} MiB (bare {z['bare_bytes'] / 1048576:.1f} MiB)")
+        p(f"  binary: ballast {z['ballast_bytes'] / 1048576:.1f} MiB (bare {z['bare_bytes'] / 1048576:.1f} MiB)")
 
     print("\n".join(lines))
     with open(sys.argv[2], "w") as f:
