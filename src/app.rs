@@ -94,6 +94,8 @@ impl Application {
             started_at,
             started_wall,
         }));
+        // A moment for the JWKS so the first RS256/ES256 tokens meet loaded keys; never fatal.
+        state.verifier.wait_for_keys(std::time::Duration::from_secs(2)).await;
         Ok(Application { state, mode, public, management })
     }
 

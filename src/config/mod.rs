@@ -103,6 +103,7 @@ pub struct RedisSettings {
 pub struct AuthSettings {
     pub jwt_secret: Option<SecretString>,
     pub jwks_url: Option<url::Url>,
+    pub jwks_refresh: Duration,
     pub issuer: Option<String>,
     pub audience: Option<String>,
 }

@@ -274,10 +274,18 @@ pub(super) fn validate(raw: &Raw) -> Result<Settings, Vec<Problem>> {
         if u.scheme() != "https" {
             p.problem("JWT_JWKS_URL", "must use https in production", "serve the key set over https");
         }
+        // A shared identity provider signs tokens for many applications with the same keys.
+        if p.optional("JWT_AUDIENCE").is_none() {
+            warnings.push(
+                "JWT_JWKS_URL without JWT_AUDIENCE: tokens the issuer minted for other applications are accepted"
+                    .into(),
+            );
+        }
     }
     let auth = AuthSettings {
         jwt_secret: jwt_secret.map(SecretString::from),
         jwks_url,
+        jwks_refresh: p.duration("JWT_JWKS_REFRESH_SECS", SECS, false),
         issuer: p.optional("JWT_ISSUER"),
         audience: p.optional("JWT_AUDIENCE"),
     };

@@ -45,6 +45,7 @@ pub const VARS: &[Var] = &[
     plain("REDIS_KEY_PREFIX", "ballast:"),
     Var { name: "JWT_SECRET", default: "", sensitivity: Sensitivity::Secret },
     plain("JWT_JWKS_URL", ""),
+    plain("JWT_JWKS_REFRESH_SECS", "300"),
     plain("JWT_ISSUER", ""),
     plain("JWT_AUDIENCE", ""),
     plain("HEALTH_CHECK_TIMEOUT_MS", "80"),

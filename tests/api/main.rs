@@ -1,4 +1,5 @@
 //! Integration tests: the real binary against real Postgres and Redis.
+mod auth;
 mod config;
 mod files;
 mod health;
@@ -6,6 +7,7 @@ mod helpers;
 mod http;
 mod jobs;
 mod jobs_durability;
+mod limits;
 mod migrations;
 mod ratelimit;
 mod shutdown;

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Turns the measurements of bench/run.sh (JSON lines {"key", "value"}) into the printed
+table and the JSON document. Usage: report.py RESULTS.jsonl OUT.json"""
+import datetime
+import json
+import sys
+
+JOBS_BURN_TARGET = 20_000  # jobs/s, issue 10 (a)
+JOBS_E2E_TARGET = 5_000  # jobs/s, issue 10 (b)
+JOBS_E2E_P50_TARGET_MS = 5.0
+
+
+def load(path):
+    r = {}
+    for line in open(path):
+        line = line.strip()
+        if line:
+            d = json.loads(line)
+            r[d["key"]] = d["value"]
+    return r
+
+
+def ratio(a, b):
+    if not a or not b:
+        return None
+    return round(a / b, 3)
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def cpus(w):
+    c = w.get("cpu_busy_pct") or {}
+    return "/".join(f"{c[k]:.0f}" for k in sorted(c)) if c else "-"
+
+
+def share(w):
+    """Percent of one core the server process(es) used during the measured window: with the
+    server alone on its core, 100 minus this is what other work on the machine took."""
+    if w.get("server_cpu_ms") is None or not w.get("duration_s"):
+        return None
+    return round(w["server_cpu_ms"] / (w["duration_s"] * 10), 1)
+
+
+def errors(w):
+    return sum(w.get(k, 0) for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout", "non_2xx_3xx"))
+
+
+def main():
+    r = load(sys.argv[1])
+    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "env": r.get("env", {})}
+    lines = []
+    p = lines.append
+    env = out["env"]
+    p(f"ballast bench — {out['date']} — git {env.get('git')}")
+    p(f"machine: {env.get('cpu')}, {env.get('cores')} cores, {env.get('mem_gib')} GiB, Linux {env.get('kernel')}")
+    p(f"pinning: server cpu {env.get('server_cpu')}; wrk, Postgres, Redis cpu {env.get('infra_cpu')}"
+      f" (redis-benchmark on cpu {env.get('server_cpu')})")
+    p(f"client: wrk {env.get('wrk')} -t1 -c{env.get('connections')} -d{env.get('duration_s')}s after {env.get('warmup_s')}s warm-up;"
+      f" private Postgres {env.get('postgres')} ({env.get('postgres_opts')}); private Redis {env.get('redis')}")
+    bg = r.get("background", {})
+    out["background"] = bg
+    busy = bg.get("cpu_busy_pct", {})
+    p(f"background before the run: {busy} % busy, load average {bg.get('loadavg')}"
+      + ("  — WARNING: other work was running, figures are low" if busy and max(busy.values()) >= 10 else ""))
+    p("")
+
+    # 1. bare vs ballast
+    http = {}
+    pairs = [
+        ("bare GET /json", "http.bare_json", None),
+        ("ballast GET /health/live", "http.ballast_live", "http.bare_json"),
+        ("bare GET /db (SELECT $1)", "http.bare_db", None),
+        ("ballast GET /api/v1/jobs/{id} (JWT + PK select)", "http.ballast_job", "http.bare_db"),
+        ("ballast GET /health/ready, HEALTH_CACHE_MS=0", "http.ballast_ready_nocache", "http.bare_db"),
+    ]
+    p("1. HTTP: bare axum vs ballast (ratios ballast/bare)")
+    p(f"  {'route':<50} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'rps ×':>7} {'p50 ×':>7} {'p99 ×':>7}"
+      f" {'srv µs/req':>10} {'pg µs/req':>9} {'cpu ×':>6} {'srv %core':>9}  cpu0/cpu1 busy %")
+    for label, key, base in pairs:
+        w = r.get(key)
+        if not w:
+            continue
+        b = r.get(base) if base else None
+        row = dict(w)
+        if b:
+            row["ratio_rps"] = ratio(w["rps"], b["rps"])
+            row["ratio_p50"] = ratio(w["p50_ms"], b["p50_ms"])
+            row["ratio_p99"] = ratio(w["p99_ms"], b["p99_ms"])
+            row["ratio_server_cpu_per_req"] = ratio(w.get("server_cpu_us_per_item"), b.get("server_cpu_us_per_item"))
+        row["server_core_share_pct"] = share(w)
+        http[key.split(".", 1)[1]] = row
+        p(f"  {label:<50} {fmt(w['rps'], 0):>10} {fmt(w['p50_ms'], 2):>8} {fmt(w['p99_ms'], 2):>8} {errors(w):>7}"
+          f" {fmt(row.get('ratio_rps'), 3):>7} {fmt(row.get('ratio_p50'), 2):>7} {fmt(row.get('ratio_p99'), 2):>7}"
+          f" {fmt(w.get('server_cpu_us_per_item')):>10} {fmt(w.get('postgres_cpu_us_per_item')):>9}"
+          f" {fmt(row.get('ratio_server_cpu_per_req'), 2):>6} {fmt(share(w), 0):>9}  {cpus(w)}")
+    out["http"] = http
+    p("")
+
+    # 2. limiter
+    p("2. Rate limiter (GET /api/v1/jobs/{id}, authenticated)")
+    off, on, redis = r.get("http.ballast_job"), r.get("http.ballast_job_limited"), r.get("redis.evalsha")
+    lim = {"off": off, "on": on, "redis_evalsha": redis, "decisions": r.get("limiter.decisions")}
+    if off:
+        p(f"  limiter off: {fmt(off['rps'], 0)} rps, p50 {fmt(off['p50_ms'], 2)} ms, p99 {fmt(off['p99_ms'], 2)} ms")
+    if on and "skipped" in on:
+        p(f"  limiter on: skipped: {on['skipped']}")
+    elif on:
+        lim["ratio_on_off_rps"] = ratio(on["rps"], off["rps"]) if off else None
+        lim["added_p50_ms"] = round(on["p50_ms"] - off["p50_ms"], 3) if off else None
+        p(f"  limiter on:  {fmt(on['rps'], 0)} rps, p50 {fmt(on['p50_ms'], 2)} ms, p99 {fmt(on['p99_ms'], 2)} ms,"
+          f" errors {errors(on)}; on/off rps × {fmt(lim['ratio_on_off_rps'], 3)}; decisions {lim['decisions']}")
+    if redis:
+        p(f"  redis EVALSHA {redis.get('script')} (redis-benchmark, one key): {fmt(redis['rps'], 0)} ops/s, p50 {redis['p50_ms']} ms, p99 {redis['p99_ms']} ms")
+        if on and "skipped" not in on:
+            lim["ratio_app_redis"] = ratio(on["rps"], redis["rps"])
+            p(f"  app with limiter / redis ceiling: × {fmt(lim['ratio_app_redis'], 3)}")
+        else:
+            p("  app/redis ratio: skipped (no limiter in this build)")
+    out["limiter"] = lim
+    p("")
+
+    # 3. jobs
+    p("3. Jobs (noop)")
+    jobs = {}
+    ceiling = r.get("jobs.sql_ceiling")
+    if ceiling:
+        jobs["sql_ceiling"] = ceiling
+        p(f"  {'queue SQL alone (no app)':<32} {fmt(ceiling['jobs'])} jobs: {fmt(ceiling['jobs_per_s'])} jobs/s"
+          f" (claim+complete statements in a loop inside Postgres, batch {ceiling['claim_batch']});"
+          f" Postgres CPU per job {ceiling.get('postgres_cpu_us_per_item')} µs")
+    for key, label in (("jobs.burn_1", "burn-down, 1 serve process"), ("jobs.burn_2", "burn-down, 2 worker processes")):
+        j = r.get(key)
+        if not j:
+            continue
+        j = dict(j)
+        j["target_jobs_per_s"] = JOBS_BURN_TARGET
+        j["meets_target"] = (j.get("jobs_per_s") or 0) >= JOBS_BURN_TARGET
+        if ceiling:
+            j["ratio_to_sql_ceiling"] = ratio(j.get("jobs_per_s"), ceiling.get("jobs_per_s"))
+        jobs[key.split(".", 1)[1]] = j
+        p(f"  {label:<32} {fmt(j['jobs'])} jobs: {fmt(j['jobs_per_s'])} jobs/s (DB span {j['span_s']} s, wall {j['wall_ms']} ms"
+          f" incl. start-up), succeeded {fmt(j['succeeded'])}, duplicate attempts {j['duplicated_attempts']},"
+          f" cpu0/cpu1 busy {cpus(j)} %; CPU per job: ballast {j.get('server_cpu_us_per_item')} µs,"
+          f" Postgres {j.get('postgres_cpu_us_per_item')} µs; × SQL ceiling {fmt(j.get('ratio_to_sql_ceiling'), 2)}"
+          f" — target {JOBS_BURN_TARGET:,}: {'met' if j['meets_target'] else 'MISSED'}")
+    for key, label in (("e2e", f"-c{env.get('connections')}, saturated"), ("e2e_light", "-c4, light")):
+        e, w = r.get("jobs." + key), r.get("jobs." + key + "_http")
+        if not (e and w):
+            continue
+        e = dict(e)
+        e["enqueue"] = w
+        e["meets_target"] = (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET and (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
+        jobs[key] = e
+        p(f"  end to end, wrk POST {label}: enqueue {fmt(w['rps'], 0)} req/s (p50 {fmt(w['p50_ms'], 2)} ms,"
+          f" p99 {fmt(w['p99_ms'], 2)} ms, errors {errors(w)}, cpu0/cpu1 busy {cpus(w)} %,"
+          f" CPU per job: ballast {w.get('server_cpu_us_per_item')} µs, Postgres {w.get('postgres_cpu_us_per_item')} µs)")
+        p(f"      completed {fmt(e['completed_per_s'])} jobs/s; enqueue→started p50 {e['start_p50_ms']} ms, p99 {e['start_p99_ms']} ms;"
+          f" enqueue→finished p50 {e['finish_p50_ms']} ms, p99 {e['finish_p99_ms']} ms; {fmt(e['succeeded'])}/{fmt(e['jobs'])} succeeded,"
+          f" duplicate attempts {e['duplicated_attempts']} — target {JOBS_E2E_TARGET:,} jobs/s with p50 < {JOBS_E2E_P50_TARGET_MS} ms:"
+          f" {'met' if e['meets_target'] else 'MISSED'}")
+    out["jobs"] = jobs
+    p("")
+
+    # 4. memory, startup, size
+    p("4. Memory, start-up, size")
+    mib = lambda k: round(k / 1024, 1) if isinstance(k, (int, float)) else None  # noqa: E731
+    mem = {
+        "bare_idle_mib": mib(r.get("mem.bare_idle_kib")),
+        "bare_load_peak_mib": mib(r.get("mem.bare_load_kib")),
+        "ballast_idle_mib": mib(r.get("mem.ballast_idle_kib")),
+        "ballast_load_peak_mib": mib(r.get("mem.ballast_load_kib")),
+        "upload": r.get("mem.upload"),
+    }
+    out["memory"] = mem
+    if mem["ballast_idle_mib"] is not None:
+        p(f"  RSS idle: ballast {mem['ballast_idle_mib']} MiB (bare {mem['bare_idle_mib']} MiB);"
+          f" under load (peak, section 1): ballast {mem['ballast_load_peak_mib']} MiB (bare {mem['bare_load_peak_mib']} MiB)")
+    up = mem["upload"] or {}
+    if "skipped" in up:
+        p(f"  RSS during a 100 MiB upload: skipped: {up['skipped']}")
+    elif up:
+        p(f"  RSS during a 100 MiB upload: status {up['status']}, {round(up['rss_before_kib'] / 1024, 1)} → peak"
+          f" {round(up['rss_peak_kib'] / 1024, 1)} MiB, {up['ms']} ms")
+    s = r.get("startup")
+    out["startup"] = s
+    if s:
+        p(f"  spawn → /health/ready 200: median {s['median_ms']:.1f} ms (min {s['min_ms']:.1f}, max {s['max_ms']:.1f}; target < 200 ms)")
+    z = r.get("size")
+    out["size"] = z
+    if z:
+        p(f"  binary: ballast {z['ballast_bytes'] / 1048576:.1f} MiB (bare {z['bare_bytes'] / 1048576:.1f} MiB)")
+
+    print("\n".join(lines))
+    with open(sys.argv[2], "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+    print(f"\nJSON: {sys.argv[2]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# ballast benchmark (DESIGN §11, issue 10): one run on loopback, a table on stdout and JSON in
+# bench/results/latest.json. Sections:
+#   1. bare axum (examples/bare.rs) vs ballast's full stack on equivalent routes;
+#   2. limiter cost (RATE_LIMIT_ENABLED true vs false) and Redis's own EVALSHA ceiling;
+#   3. jobs: burn-down of pre-inserted noop jobs (1 and 2 processes), and HTTP enqueue →
+#      start latency end to end;
+#   4. memory (idle, under load, during a 100 MiB upload), spawn-to-ready time, binary size.
+# Everything runs against a PRIVATE Postgres and Redis started here (pinned, tuned, deleted
+# afterwards); nothing but 127.0.0.1 is loaded. See bench/README.md for what each figure means.
+#
+# Knobs (environment): BENCH_DURATION (10 s per measurement), BENCH_WARMUP (2 s),
+# BENCH_CONNECTIONS (64), BENCH_JOBS (100000), BENCH_WORKER_CONCURRENCY / BENCH_CLAIM_BATCH
+# (256 / 256), BENCH_SKIP_BUILD=1 (use the binaries already in the target dir),
+# BENCH_OUT (bench/results/latest.json), BENCH_SECTIONS (subset of "http limiter jobs e2e
+# startup"), BENCH_QUIET_WAIT (seconds to wait for other work on the machine to stop, 0).
+# ballast_start sets <NAME>_PID/_HTTP/_MGMT with printf -v, which shellcheck cannot see:
+# shellcheck disable=SC2153
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BALLAST_ROOT="$ROOT"
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/deps.sh
+. "$ROOT/scripts/lib/deps.sh"
+# shellcheck source=scripts/chaos/lib.sh
+. "$ROOT/scripts/chaos/lib.sh"
+
+DURATION="${BENCH_DURATION:-10}"
+WARMUP="${BENCH_WARMUP:-2}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+JOBS_N="${BENCH_JOBS:-100000}"
+WORKER_CONC="${BENCH_WORKER_CONCURRENCY:-256}"
+CLAIM_BATCH="${BENCH_CLAIM_BATCH:-256}"
+OUT="${BENCH_OUT:-$ROOT/bench/results/latest.json}"
+SECTIONS=" ${BENCH_SECTIONS:-http limiter jobs e2e startup} "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
+JWT_SECRET="bench-secret-0123456789abcdef-0123456789abcdef"
+
+# Two cores: the server under test alone on cpu 0; the load generator, Postgres and Redis on
+# cpu 1. With one core everything shares it (and the output says so).
+if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; INFRA_CPU=1; else SERVER_CPU=""; CLIENT_CPU=""; INFRA_CPU=""; fi
+
+ensure_apt wrk redis-tools:redis-benchmark redis-server:redis-server curl
+ensure_postgres_binaries
+
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building release binaries (ballast, example bare)"
+  (cd "$ROOT" && cargo build --release --locked --bin ballast --example bare >&2)
+fi
+# BENCH_BALLAST_BIN: measure another build of ballast (e.g. a merged tree's) against this baseline.
+BALLAST_BIN="${BENCH_BALLAST_BIN:-$TARGET/release/ballast}"
+BARE_BIN="$TARGET/release/examples/bare"
+if [ ! -x "$BALLAST_BIN" ] || [ ! -x "$BARE_BIN" ]; then die "release binaries missing in $TARGET/release"; fi
+
+RUN_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ballast-bench.XXXXXX")"
+chmod 755 "$RUN_DIR"
+RESULTS="$RUN_DIR/results.jsonl"
+: >"$RESULTS"
+cleanup() {
+  local rc=$?
+  run_cleanup
+  rm -rf "$RUN_DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# record KEY JSON: one measurement (a JSON object) under KEY for the report.
+record() { printf '{"key":"%s","value":%s}\n' "$1" "$2" >>"$RESULTS"; }
+
+# ---------------------------------------------------------------- private dependencies
+PG_DIR="$RUN_DIR/pg"
+PG_PORT="$(free_port)"
+# Tuned for throughput, not durability: a benchmark measures the service, not the disk.
+PG_OPTS=(-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300
+  -c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=30min -c wal_level=minimal
+  -c max_wal_senders=0 -c jit=off)
+log "private postgres on 127.0.0.1:$PG_PORT (cpu ${INFRA_CPU:-any}; ${PG_OPTS[*]})"
+pg_start "$PG_DIR" "$PG_PORT" "$INFRA_CPU" "${PG_OPTS[@]}"
+ADMIN_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+DB_NAME="ballast_bench"
+psql_q "$ADMIN_URL" "CREATE DATABASE $DB_NAME" >/dev/null
+DB_URL="postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME"
+
+REDIS_DIR="$RUN_DIR/redis"
+REDIS_PORT="$(free_port)"
+log "private redis on 127.0.0.1:$REDIS_PORT (cpu ${INFRA_CPU:-any})"
+redis_start "$REDIS_DIR" "$REDIS_PORT" "$INFRA_CPU"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+
+log "migrating the scratch database"
+env -i PATH=/usr/bin:/bin CONFIG_DIR=/nonexistent "DATABASE_URL=$DB_URL" "$BALLAST_BIN" migrate up >/dev/null
+TOKEN="$(mint_token bench-user)"
+# The row the authenticated DB route reads (tenant = the token's sub); nothing runs it.
+JOB_ID="$(psql_q "$DB_URL" "INSERT INTO jobs (id, tenant, kind) VALUES (gen_random_uuid(), 'bench-user', 'noop') RETURNING id" | head -n 1)"
+
+# Environment of every `ballast` process in this run (ballast_start adds BALLAST_BASE_ENV).
+APP_ENV_VARS=(
+  "DATABASE_URL=$DB_URL" "REDIS_URL=$REDIS_URL" "JWT_SECRET=$JWT_SECRET"
+  "HTTP_ADDR=127.0.0.1:0" "MANAGEMENT_ADDR=127.0.0.1:0"
+  "STORAGE_URL=file://$RUN_DIR/storage" "MAX_UPLOAD_BYTES=128MiB"
+  "DATABASE_MAX_CONNECTIONS=10" "DATABASE_AUTO_MIGRATE=true"
+)
+# Policies at the maximum validation allows (1e6/min = 16.7k/s sustained, plus a 1e6 burst):
+# far above what one run sends, so the limiter decides every request and allows it.
+LIMITER_HIGH=(
+  "RATE_LIMIT_DEFAULT_PER_MINUTE=1000000" "RATE_LIMIT_DEFAULT_BURST=1000000"
+  "RATE_LIMIT_ANONYMOUS_PER_MINUTE=1000000" "RATE_LIMIT_ANONYMOUS_BURST=1000000"
+  "RATE_LIMIT_IP_PER_SECOND=1000000" "RATE_LIMIT_IP_BURST=1000000"
+)
+
+# ---------------------------------------------------------------- helpers
+# CPU accounting per core from /proc/stat, to say what saturated during a measurement.
+cpu_snap() { awk '/^cpu[0-9]+ / {printf "%s %d %d\n", $1, $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat >"$1"; }
+# cpu_busy BEFORE AFTER: {"cpu0":93.1,"cpu1":54.2} (percent busy of each core in between).
+cpu_busy() {
+  awk 'NR==FNR {b[$1]=$2; t[$1]=$3; next}
+       {d=$3-t[$1]; if (d<=0) d=1; printf "%s\"%s\":%.1f", (n++ ? "," : "{"), $1, 100*($2-b[$1])/d} END {print "}"}' "$1" "$2"
+}
+# A measurement window: core busy share, and the CPU time the servers under test
+# (SERVER_PIDS) and Postgres spent in it. CPU per request/job is what stays meaningful when
+# something else shares the machine.
+SERVER_PIDS=()
+win_start() {
+  cpu_snap "$RUN_DIR/cpu.before"
+  W_SRV0="$(cpu_ticks "${SERVER_PIDS[@]}")"
+  W_PG0="$(pg_cpu_ticks "$PG_DIR")"
+}
+# win_end JSON ITEMS: JSON plus cpu_busy_pct, server/postgres CPU ms and µs per item.
+win_end() {
+  local srv pg
+  cpu_snap "$RUN_DIR/cpu.after"
+  srv="$(ticks_ms $(( $(cpu_ticks "${SERVER_PIDS[@]}") - W_SRV0 )))"
+  pg="$(ticks_ms $(( $(pg_cpu_ticks "$PG_DIR") - W_PG0 )))"
+  python3 - "$1" "$2" "$srv" "$pg" "$(cpu_busy "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after")" <<'PY'
+import json, sys
+d = json.loads(sys.argv[1]); n = max(float(sys.argv[2]), 1); srv, pg = float(sys.argv[3]), float(sys.argv[4])
+d.update({"cpu_busy_pct": json.loads(sys.argv[5]), "server_cpu_ms": srv, "postgres_cpu_ms": pg,
+          "server_cpu_us_per_item": round(srv * 1000 / n, 1), "postgres_cpu_us_per_item": round(pg * 1000 / n, 1)})
+print(json.dumps(d))
+PY
+}
+
+# wrk_measure URL VAR=VALUE...: warm up, then measure; prints the WRKJSON object.
+wrk_measure() {
+  local url="$1"; shift
+  local envs=("WRK_METHOD=GET" "$@") out
+  local conns="${MEASURE_CONNS:-$CONNS}"
+  ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d"${WARMUP}s" -s "$ROOT/bench/wrk/report.lua" "$url" ) >/dev/null
+  win_start
+  out="$( ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 10s \
+    -s "$ROOT/bench/wrk/report.lua" "$url" ) | sed -n 's/^WRKJSON //p')"
+  [ -n "$out" ] || die "wrk printed no summary for $url"
+  win_end "$out" "$(printf '%s' "$out" | sed -nE 's/.*"requests":([0-9]+).*/\1/p')"
+}
+
+# RSS sampler: the peak resident size of PID while it runs, every 100 ms, into FILE.
+sampler_start() {
+  local pid="$1" file="$2"
+  ( max=0
+    while kill -0 "$pid" 2>/dev/null; do
+      r="$(rss_kib "$pid")"; [ "$r" -gt "$max" ] && max="$r" && printf '%s\n' "$max" >"$file"
+      sleep 0.1
+    done ) &
+  SAMPLER_PID=$!
+}
+sampler_stop() { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
+
+num_lt() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)' "$1" "$2"; }
+http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
+
+# ---------------------------------------------------------------- 0. is the machine quiet?
+# Other work on the box (a build, a test suite) would be measured as ballast's slowness: take
+# the cores' busy share over 2 s before starting, wait up to BENCH_QUIET_WAIT seconds for it
+# to fall under 10 %, and put the figure in the report either way.
+quiet_deadline=$(( $(date +%s) + ${BENCH_QUIET_WAIT:-0} ))
+while :; do
+  cpu_snap "$RUN_DIR/cpu.before"; sleep 2; cpu_snap "$RUN_DIR/cpu.after"
+  background="$(cpu_busy "$RUN_DIR/cpu.before" "$RUN_DIR/cpu.after")"
+  busiest="$(printf '%s' "$background" | python3 -c 'import json,sys; print(max(json.load(sys.stdin).values()))')"
+  if num_lt "$busiest" 10 || [ "$(date +%s)" -ge "$quiet_deadline" ]; then break; fi
+  log "background load ($background % busy): waiting for a quiet machine"
+  sleep 10
+done
+num_lt "$busiest" 10 || log "WARNING: the machine is busy with other work ($background % busy): figures will be low"
+record background "{\"cpu_busy_pct\":$background,\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
+
+# ---------------------------------------------------------------- 1. bare axum vs ballast
+if want http; then
+  log "1. bare axum baseline (server cpu ${SERVER_CPU:-any}, wrk cpu ${CLIENT_CPU:-any}, -t1 -c$CONNS -d${DURATION}s)"
+  BARE_PORT="$(free_port)"
+  ( pin "$SERVER_CPU" env -i PATH=/usr/bin:/bin "DATABASE_URL=$DB_URL" BARE_DB_MAX_CONNECTIONS=10 \
+      "$BARE_BIN" "127.0.0.1:$BARE_PORT" ) >"$RUN_DIR/bare.log" 2>&1 &
+  BARE_PID=$!
+  SERVER_PIDS=("$BARE_PID")
+  RUN_PIDS+=("$BARE_PID")
+  wait_for_http "http://127.0.0.1:$BARE_PORT/json" 20 || die "bare did not start"
+  sleep 1
+  record mem.bare_idle_kib "$(rss_kib "$BARE_PID")"
+  sampler_start "$BARE_PID" "$RUN_DIR/bare.rss"
+  record http.bare_json "$(wrk_measure "http://127.0.0.1:$BARE_PORT/json")"
+  record http.bare_db "$(wrk_measure "http://127.0.0.1:$BARE_PORT/db")"
+  sampler_stop
+  record mem.bare_load_kib "$(cat "$RUN_DIR/bare.rss" 2>/dev/null || echo 0)"
+  stop_pid "$BARE_PID" TERM 10
+
+  log "1. ballast serve, limiter off (WORKER_CONCURRENCY=0: only HTTP on the server core)"
+  ballast_start APP "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
+  SERVER_PIDS=("$APP_PID")
+  APP_URL="http://$APP_HTTP"
+  wait_for_http "$APP_URL/health/ready" 20 || die "ballast not ready"
+  sleep 1
+  record mem.ballast_idle_kib "$(rss_kib "$APP_PID")"
+  sampler_start "$APP_PID" "$RUN_DIR/app.rss"
+  record http.ballast_live "$(wrk_measure "$APP_URL/health/live")"
+  record http.ballast_job "$(wrk_measure "$APP_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+  sampler_stop
+  record mem.ballast_load_kib "$(cat "$RUN_DIR/app.rss" 2>/dev/null || echo 0)"
+
+  # ---------------------------------------------------------------- 4b. RSS during an upload
+  UPLOAD_CODE="$(http_code -H "Authorization: Bearer $TOKEN" "$APP_URL/api/v1/files")"
+  if [ "$UPLOAD_CODE" = 404 ] || [ "$UPLOAD_CODE" = 405 ]; then
+    record mem.upload "{\"skipped\":\"no files API in this build (GET /api/v1/files answered $UPLOAD_CODE)\"}"
+  else
+    log "4. RSS during a 100 MiB upload"
+    head -c $((100 * 1024 * 1024)) /dev/urandom >"$RUN_DIR/upload.bin"
+    sampler_start "$APP_PID" "$RUN_DIR/upload.rss"
+    before="$(rss_kib "$APP_PID")"
+    t0="$(now_ms)"
+    code="$(http_code --max-time 120 -X POST -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/octet-stream' --data-binary @"$RUN_DIR/upload.bin" \
+      "$APP_URL/api/v1/files?name=bench.bin")"
+    t1="$(now_ms)"
+    sampler_stop
+    rm -f "$RUN_DIR/upload.bin"
+    record mem.upload "{\"status\":$code,\"rss_before_kib\":$before,\"rss_peak_kib\":$(cat "$RUN_DIR/upload.rss" 2>/dev/null || echo 0),\"ms\":$((t1 - t0))}"
+  fi
+  stop_pid "$APP_PID" TERM 30
+
+  # /health/ready with the cache off: readiness runs every check (schema version, queue stats,
+  # redis ping, storage) per request. Not the bare /db equivalent: a probe storm's cost.
+  log "1. ballast /health/ready with HEALTH_CACHE_MS=0"
+  ballast_start READY "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false HEALTH_CACHE_MS=0
+  SERVER_PIDS=("$READY_PID")
+  wait_for_http "http://$READY_HTTP/health/ready" 20 || die "ballast not ready"
+  record http.ballast_ready_nocache "$(wrk_measure "http://$READY_HTTP/health/ready")"
+  stop_pid "$READY_PID" TERM 30
+fi
+
+# ---------------------------------------------------------------- 2. limiter cost
+if want limiter; then
+  log "2. limiter: ballast with RATE_LIMIT_ENABLED=true (policies far above the load)"
+  ballast_start RL "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=true "${LIMITER_HIGH[@]}"
+  SERVER_PIDS=("$RL_PID")
+  RL_URL="http://$RL_HTTP"
+  wait_for_http "$RL_URL/health/ready" 20 || die "ballast not ready"
+  headers="$(curl -s -D - -o /dev/null --max-time 5 -H "Authorization: Bearer $TOKEN" "$RL_URL/api/v1/jobs/$JOB_ID" | tr -d '\r')"
+  if grep -qi '^ratelimit-policy:\|^x-ratelimit-limit:' <<<"$headers" \
+     || curl -s --max-time 5 "http://$RL_MGMT/metrics" | grep -q '^rate_limit_decisions_total'; then
+    record http.ballast_job_limited "$(wrk_measure "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+    curl -s --max-time 5 "http://$RL_MGMT/metrics" | grep '^rate_limit_decisions_total' >"$RUN_DIR/rl.metrics" || true
+    record limiter.decisions "$(python3 - "$RUN_DIR/rl.metrics" <<'PY'
+import json, re, sys
+d = {}
+for line in open(sys.argv[1]):
+    m = re.search(r'decision="(\w+)"\}\s+([0-9.e+]+)', line)
+    if m: d[m.group(1)] = d.get(m.group(1), 0) + float(m.group(2))
+print(json.dumps(d))
+PY
+  )"
+  else
+    record http.ballast_job_limited '{"skipped":"rate limiting not in this build (no RateLimit headers, no rate_limit_decisions_total in /metrics)"}'
+  fi
+  stop_pid "$RL_PID" TERM 30
+
+  # The project's own limiter script when the tree has one, else the stand-in; one identity,
+  # one key, as the wrk run above (a single bearer token) hits one key.
+  GCRA_LUA="$ROOT/src/ratelimit/gcra.lua"
+  [ -f "$GCRA_LUA" ] || GCRA_LUA="$ROOT/bench/gcra.lua"
+  log "2. redis-benchmark: EVALSHA of ${GCRA_LUA#"$ROOT"/} (redis cpu ${INFRA_CPU:-any}, client cpu ${SERVER_CPU:-any})"
+  SHA="$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(cat "$GCRA_LUA")")"
+  # 60 µs interval = RATE_LIMIT_DEFAULT_PER_MINUTE=1000000, burst 1e6: every call allows.
+  rb="$( ( pin "$SERVER_CPU" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c "$CONNS" -n 200000 --csv \
+    EVALSHA "$SHA" 1 'ballast:rl:default:bench-user' 60 1000000 ) | tail -n 1)"
+  record redis.evalsha "$(python3 - "$rb" "${GCRA_LUA#"$ROOT"/}" <<'PY'
+import csv, json, sys
+row = next(csv.reader([sys.argv[1]]))
+keys = ["rps", "avg_ms", "min_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"]
+d = {k: float(v) for k, v in zip(keys, row[1:])}
+d["script"] = sys.argv[2]
+print(json.dumps(d))
+PY
+)"
+fi
+
+# ---------------------------------------------------------------- 3a. burn-down
+if want jobs; then
+  seed_jobs() {
+    psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "TRUNCATE jobs" \
+      -c "INSERT INTO jobs (id, tenant, kind, payload) SELECT gen_random_uuid(), 'bench', 'noop', '{}'::jsonb FROM generate_series(1, $JOBS_N)" \
+      -c "VACUUM ANALYZE jobs" >/dev/null
+  }
+  # wait_drained SECONDS: until no job is queued or running (cheap: both are partial indexes).
+  wait_drained() {
+    local deadline=$(( $(date +%s) + $1 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+      [ "$(psql_q "$DB_URL" "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'))")" = f ] && return 0
+      sleep 0.05
+    done
+    return 1
+  }
+  # burn_stats WALL_MS PROCESSES: what the database says about the run that just drained.
+  burn_stats() {
+    psql_q "$DB_URL" "SELECT json_build_object(
+        'jobs', count(*),
+        'succeeded', count(*) FILTER (WHERE status = 'succeeded'),
+        'duplicated_attempts', COALESCE(sum(attempts - 1) FILTER (WHERE attempts > 1), 0),
+        'span_s', round(EXTRACT(EPOCH FROM max(finished_at) - min(started_at))::numeric, 3),
+        'jobs_per_s', round((count(*) FILTER (WHERE status = 'succeeded') / NULLIF(EXTRACT(EPOCH FROM max(finished_at) - min(started_at)), 0))::numeric, 0),
+        'wall_ms', $1, 'processes', $2, 'concurrency', $WORKER_CONC, 'claim_batch', $CLAIM_BATCH)
+      FROM jobs"
+  }
+  JOB_ENV=("WORKER_CONCURRENCY=$WORKER_CONC" "JOB_CLAIM_BATCH=$CLAIM_BATCH" "RATE_LIMIT_ENABLED=false")
+
+  log "3a. the queue's SQL alone (bench/sql/queue-ceiling.sql, batch $CLAIM_BATCH): Postgres's own ceiling"
+  seed_jobs
+  SERVER_PIDS=()
+  win_start
+  t0="$(now_ms)"
+  ( pin "$CLIENT_CPU" psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "SET bench.batch = $CLAIM_BATCH" \
+      -f "$ROOT/bench/sql/queue-ceiling.sql" >/dev/null )
+  t1="$(now_ms)"
+  record jobs.sql_ceiling "$(win_end "$(burn_stats $((t1 - t0)) 0)" "$JOBS_N")"
+
+  log "3a. burn-down of $JOBS_N noop jobs: one serve process (embedded pool $WORKER_CONC/$CLAIM_BATCH)"
+  seed_jobs
+  SERVER_PIDS=()
+  win_start
+  t0="$(now_ms)"
+  ballast_start BURN "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  SERVER_PIDS=("$BURN_PID")
+  wait_drained 180 || die "burn-down (1 process) did not drain within 180 s"
+  t1="$(now_ms)"
+  record jobs.burn_1 "$(win_end "$(burn_stats $((t1 - t0)) 1)" "$JOBS_N")"
+  stop_pid "$BURN_PID" TERM 30
+
+  log "3a. burn-down of $JOBS_N noop jobs: two worker processes"
+  seed_jobs
+  SERVER_PIDS=()
+  win_start
+  t0="$(now_ms)"
+  ballast_start W1 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  ballast_start W2 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  SERVER_PIDS=("$W1_PID" "$W2_PID")
+  wait_drained 180 || die "burn-down (2 processes) did not drain within 180 s"
+  t1="$(now_ms)"
+  record jobs.burn_2 "$(win_end "$(burn_stats $((t1 - t0)) 2)" "$JOBS_N")"
+  stop_pid "$W1_PID" TERM 30
+  stop_pid "$W2_PID" TERM 30
+fi
+
+# ---------------------------------------------------------------- 3b. end to end
+if want e2e; then
+  log "3b. end to end: wrk POST /api/v1/jobs (single noop jobs) into serve with the embedded pool"
+  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
+  # 64 concurrent enqueues each hold a pooled connection for their transaction.
+  ballast_start E2E "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}" DATABASE_MAX_CONNECTIONS=32
+  SERVER_PIDS=("$E2E_PID")
+  wait_for_http "http://$E2E_HTTP/health/ready" 20 || die "ballast not ready"
+  # e2e_stats: what the database says about the enqueued jobs (all of them drained).
+  e2e_stats() {
+    psql_q "$DB_URL" "SELECT json_build_object(
+      'jobs', count(*),
+      'succeeded', count(*) FILTER (WHERE status = 'succeeded'),
+      'duplicated_attempts', COALESCE(sum(attempts - 1) FILTER (WHERE attempts > 1), 0),
+      'completed_per_s', round((count(*) / NULLIF(EXTRACT(EPOCH FROM max(finished_at) - min(created_at)), 0))::numeric, 0),
+      'start_p50_ms', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at)) * 1000)::numeric, 2),
+      'start_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at)) * 1000)::numeric, 2),
+      'finish_p50_ms', round((percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2),
+      'finish_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2))
+    FROM jobs"
+  }
+  # Saturated (-c CONNS: capacity) and light (-c 4: latency without a queue in front).
+  e2e="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
+  wait_drained 120 || die "end-to-end jobs did not drain within 120 s"
+  record jobs.e2e_http "$e2e"
+  record jobs.e2e "$(e2e_stats)"
+  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
+  e2e="$(MEASURE_CONNS=4 wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
+  wait_drained 120 || die "end-to-end jobs (light) did not drain within 120 s"
+  record jobs.e2e_light_http "$e2e"
+  record jobs.e2e_light "$(e2e_stats)"
+  stop_pid "$E2E_PID" TERM 30
+fi
+
+# ---------------------------------------------------------------- 4. startup, sizes
+if want startup; then
+  log "4. spawn → /health/ready 200, migrations already applied (5 runs, median)"
+  starts=()
+  for _ in 1 2 3 4 5; do
+    port="$(free_port)"
+    ms="$(env -i "${BALLAST_BASE_ENV[@]}" "${APP_ENV_VARS[@]}" "HTTP_ADDR=127.0.0.1:$port" WORKER_CONCURRENCY=4 \
+      python3 "$ROOT/bench/lib/startup.py" "http://127.0.0.1:$port/health/ready" 20 -- \
+      taskset -c "${SERVER_CPU:-0}" "$BALLAST_BIN" serve)" || die "startup measurement failed"
+    starts+=("$ms")
+  done
+  record startup "$(printf '%s\n' "${starts[@]}" | python3 -c 'import json,statistics,sys; v=[float(x) for x in sys.stdin]; print(json.dumps({"median_ms":statistics.median(v),"min_ms":min(v),"max_ms":max(v),"runs":v}))')"
+fi
+record size "{\"ballast_bytes\":$(stat -c %s "$BALLAST_BIN"),\"bare_bytes\":$(stat -c %s "$BARE_BIN")}"
+
+# ---------------------------------------------------------------- report
+record env "$(python3 - "$SERVER_CPU" "$CLIENT_CPU" "$INFRA_CPU" "$CONNS" "$DURATION" "$WARMUP" "${PG_OPTS[*]}" "$(wrk --version 2>&1 | head -n 1 | awk '{print $2}')" "$(psql_q "$ADMIN_URL" 'SHOW server_version')" "$(redis-server --version | awk '{print $3}')" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+import json, os, platform, sys
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+a = sys.argv[1:]
+print(json.dumps({
+    "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem / 1048576, 1), "kernel": platform.release(),
+    "server_cpu": a[0] or "any", "client_cpu": a[1] or "any", "infra_cpu": a[2] or "any",
+    "connections": int(a[3]), "duration_s": int(a[4]), "warmup_s": int(a[5]), "postgres_opts": a[6],
+    "wrk": a[7], "postgres": a[8], "redis": a[9], "git": a[10],
+}))
+PY
+)"
+mkdir -p "$(dirname "$OUT")"
+cp "$RESULTS" "${OUT%.json}.raw.jsonl"     # the measurements as taken (report.py re-renders them)
+python3 "$ROOT/bench/lib/report.py" "$RESULTS" "$OUT"
