@@ -101,6 +101,25 @@ pub enum CreateJobDoc {
 #[allow(dead_code)]
 pub struct RunAt(String);
 
+/// jsonb cannot hold NUL, and numbers near the double limit come back as decimals too long
+/// to read: refuse both at the door instead of storing a row that cannot be read back.
+fn storable(v: &serde_json::Value) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Err("payload strings may not contain NUL".into()),
+        serde_json::Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > 1e300) => {
+            Err(format!("payload number {n} is too large"))
+        }
+        serde_json::Value::Array(items) => items.iter().try_for_each(storable),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                return Err("payload keys may not contain NUL".into());
+            }
+            map.values().try_for_each(storable)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn job_response(status: StatusCode, job: &Job) -> Response {
     let location = format!("/api/v1/jobs/{}", job.id);
     (status, [(header::LOCATION, location)], axum::Json(job)).into_response()
@@ -133,6 +152,7 @@ pub async fn create_job(
 ) -> ApiResult<Response> {
     let registry = Registry::builtin();
     registry.validate(&body.kind, &body.payload).map_err(ApiError::unprocessable)?;
+    storable(&body.payload).map_err(ApiError::unprocessable)?;
     let priority = body.priority.unwrap_or(0);
     if !(-100..=100).contains(&priority) {
         return Err(ApiError::unprocessable("priority must be between -100 and 100"));
@@ -313,5 +333,18 @@ pub async fn delete_job(
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
         DeleteOutcome::NotFinished => Err(ApiError::conflict("only finished jobs can be deleted; cancel it first")),
         DeleteOutcome::NotFound => Err(ApiError::not_found("no such job")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn payloads_that_jsonb_cannot_give_back_are_refused() {
+        assert!(super::storable(&json!({"a": [1, "x", {"b": 2.5}]})).is_ok());
+        assert!(super::storable(&json!({"a": "nul\u{0}"})).is_err());
+        assert!(super::storable(&json!({"a\u{0}": 1})).is_err());
+        assert!(super::storable(&json!({"a": [1.7976931348623157e308]})).is_err());
     }
 }

@@ -18,8 +18,12 @@ pub async fn shed(State(permits): State<Arc<Semaphore>>, req: Request, next: Nex
     }
 }
 
-/// Requests taking longer than `REQUEST_TIMEOUT_SECS` are answered 408.
+/// Requests taking longer than `REQUEST_TIMEOUT_SECS` are answered 408. Uploads are exempt:
+/// 100 MiB from a slow client may rightly take minutes; they are bounded by the body limit.
 pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/files" {
+        return next.run(req).await;
+    }
     let limit = state.settings.http.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,

@@ -50,6 +50,6 @@ pub async fn info(State(state): State<AppState>) -> impl IntoResponse {
         "build_time": build_info::BUILD_TIME,
         "rustc": build_info::RUSTC,
         "environment": state.settings.env.as_str(),
-        "features": ["jobs", "jwt-hs256", "storage-local"],
+        "features": ["jobs", "files", "jwt-hs256", "jwt-jwks", "rate-limit-redis", "storage-local", "storage-s3", "openapi"],
     }))
 }
