@@ -417,7 +417,9 @@ import json, os, platform, sys
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
 a = sys.argv[1:]
+import datetime
 print(json.dumps({
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem / 1048576, 1), "kernel": platform.release(),
     "server_cpu": a[0] or "any", "client_cpu": a[1] or "any", "infra_cpu": a[2] or "any",
     "connections": int(a[3]), "duration_s": int(a[4]), "warmup_s": int(a[5]), "postgres_opts": a[6],

@@ -53,10 +53,11 @@ def errors(w):
 
 def main():
     r = load(sys.argv[1])
-    out = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "env": r.get("env", {})}
+    env = r.get("env", {})
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    out = {"date": env.get("date", now), "env": env}
     lines = []
     p = lines.append
-    env = out["env"]
     p(f"ballast bench — {out['date']} — git {env.get('git')}")
     p(f"machine: {env.get('cpu')}, {env.get('cores')} cores, {env.get('mem_gib')} GiB, Linux {env.get('kernel')}")
     p(f"pinning: server cpu {env.get('server_cpu')}; wrk, Postgres, Redis cpu {env.get('infra_cpu')}"
@@ -107,14 +108,21 @@ def main():
     off, on, redis = r.get("http.ballast_job"), r.get("http.ballast_job_limited"), r.get("redis.evalsha")
     lim = {"off": off, "on": on, "redis_evalsha": redis, "decisions": r.get("limiter.decisions")}
     if off:
-        p(f"  limiter off: {fmt(off['rps'], 0)} rps, p50 {fmt(off['p50_ms'], 2)} ms, p99 {fmt(off['p99_ms'], 2)} ms")
+        p(f"  limiter off: {fmt(off['rps'], 0)} rps, p50 {fmt(off['p50_ms'], 2)} ms, p99 {fmt(off['p99_ms'], 2)} ms,"
+          f" server CPU {off.get('server_cpu_us_per_item')} µs/req")
     if on and "skipped" in on:
         p(f"  limiter on: skipped: {on['skipped']}")
     elif on:
         lim["ratio_on_off_rps"] = ratio(on["rps"], off["rps"]) if off else None
         lim["added_p50_ms"] = round(on["p50_ms"] - off["p50_ms"], 3) if off else None
+        lim["added_server_cpu_us_per_req"] = (
+            round(on["server_cpu_us_per_item"] - off["server_cpu_us_per_item"], 1)
+            if off and on.get("server_cpu_us_per_item") is not None and off.get("server_cpu_us_per_item") is not None
+            else None
+        )
         p(f"  limiter on:  {fmt(on['rps'], 0)} rps, p50 {fmt(on['p50_ms'], 2)} ms, p99 {fmt(on['p99_ms'], 2)} ms,"
-          f" errors {errors(on)}; on/off rps × {fmt(lim['ratio_on_off_rps'], 3)}; decisions {lim['decisions']}")
+          f" server CPU {on.get('server_cpu_us_per_item')} µs/req (+{lim['added_server_cpu_us_per_req']}), errors {errors(on)};"
+          f" on/off rps × {fmt(lim['ratio_on_off_rps'], 3)}; decisions {lim['decisions']}")
     if redis:
         p(f"  redis EVALSHA {redis.get('script')} (redis-benchmark, one key): {fmt(redis['rps'], 0)} ops/s, p50 {redis['p50_ms']} ms, p99 {redis['p99_ms']} ms")
         if on and "skipped" not in on:
