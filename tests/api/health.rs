@@ -60,7 +60,7 @@ async fn timed_get(app: &TestApp, url: &str) -> (u16, Duration, serde_json::Valu
 async fn health_answers_fast_and_readiness_fails_while_postgres_is_frozen() {
     let pg = PrivatePostgres::start().await;
     let db = TestDb::create(&pg.admin_url()).await;
-    let app = Spawn::serve(&db).env("HEALTH_CACHE_MS", "0").start().await;
+    let app = Spawn::serve(&db).env("HEALTH_CACHE_MS", "0").env("HEALTH_CHECK_TIMEOUT_MS", "80").start().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
 
     let thaw = pg.freeze();
@@ -93,7 +93,12 @@ async fn health_answers_fast_and_readiness_fails_while_postgres_is_frozen() {
 async fn a_frozen_redis_degrades_health_to_warn_but_keeps_the_service_ready() {
     let redis = PrivateRedis::start().await;
     let db = TestDb::create(&admin_url()).await;
-    let app = Spawn::serve(&db).env("REDIS_URL", redis.url()).env("HEALTH_CACHE_MS", "0").start().await;
+    let app = Spawn::serve(&db)
+        .env("REDIS_URL", redis.url())
+        .env("HEALTH_CACHE_MS", "0")
+        .env("HEALTH_CHECK_TIMEOUT_MS", "80")
+        .start()
+        .await;
 
     let _thaw = redis.freeze();
     let (status, took, body) = timed_get(&app, &app.mgmt_url("/health/details")).await;
@@ -114,6 +119,7 @@ async fn a_required_redis_that_is_down_makes_the_service_unready() {
         .env("REDIS_URL", redis.url())
         .env("REDIS_REQUIRED", "true")
         .env("HEALTH_CACHE_MS", "0")
+        .env("HEALTH_CHECK_TIMEOUT_MS", "80")
         .start()
         .await;
     assert_eq!(app.get("/health/ready").await.status(), 200);

@@ -131,6 +131,9 @@ impl Spawn {
             ("LOG_LEVEL", "info".to_string()),
             ("CONFIG_DIR", "/nonexistent".to_string()),
             ("STARTUP_DEPENDENCY_TIMEOUT_SECS", "10".to_string()),
+            // Tests run side by side on a small box: a probe must not fail because a healthy
+            // Postgres took 80 ms to answer. Tests of hung dependencies set the real bound.
+            ("HEALTH_CHECK_TIMEOUT_MS", "500".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -118,7 +118,12 @@ async fn a_spoofed_forwarded_for_changes_nothing_unless_the_peer_is_a_trusted_pr
 async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_it_returns() {
     let redis = PrivateRedis::start().await;
     let db = TestDb::create(&admin_url()).await;
-    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).env("HEALTH_CACHE_MS", "0").start().await;
+    let app = limited(&db, 6000, 1000)
+        .env("REDIS_URL", redis.url())
+        .env("HEALTH_CACHE_MS", "0")
+        .env("HEALTH_CHECK_TIMEOUT_MS", "80")
+        .start()
+        .await;
     let token = app.token("alice", None).await;
     assert_eq!(hammer(&app, &token, 3).await.0, 3);
 
