@@ -14,8 +14,7 @@ use crate::state::AppState;
 use crate::telemetry::context;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::trim)
+    crate::auth::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
