@@ -62,14 +62,15 @@ pub enum Enqueued {
     Existing(Job),
 }
 
-/// Inserts a job and wakes workers (NOTIFY is delivered when the transaction commits).
+/// Inserts a job and wakes workers in one round trip: the NOTIFY rides in the INSERT's
+/// RETURNING, so it is delivered when that statement's own transaction commits. Only a replayed
+/// Idempotency-Key costs a second statement (a fresh snapshot that sees the original's commit).
 pub async fn enqueue(db: &PgPool, new: NewJob) -> Result<Enqueued, sqlx::Error> {
-    let mut tx = db.begin().await?;
     let inserted: Option<Job> = sqlx::query_as(&format!(
         "INSERT INTO jobs (id, tenant, kind, payload, run_at, priority, max_attempts, idempotency_key, request_hash, trace_id) \
          VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6, $7, $8, $9, $10) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING {COLUMNS}"
+         RETURNING {COLUMNS}, pg_notify($11, '') IS NULL AS notified"
     ))
     .bind(Uuid::now_v7())
     .bind(&new.tenant)
@@ -81,24 +82,18 @@ pub async fn enqueue(db: &PgPool, new: NewJob) -> Result<Enqueued, sqlx::Error> 
     .bind(&new.idempotency_key)
     .bind(&new.request_hash)
     .bind(&new.trace_id)
-    .fetch_optional(&mut *tx)
+    .bind(CHANNEL_ENQUEUED)
+    .fetch_optional(db)
     .await?;
-    let result = match inserted {
-        Some(job) => {
-            sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_ENQUEUED).execute(&mut *tx).await?;
-            Enqueued::Created(job)
-        }
-        None => {
-            let job = sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"))
-                .bind(&new.tenant)
-                .bind(&new.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
-            Enqueued::Existing(job)
-        }
-    };
-    tx.commit().await?;
-    Ok(result)
+    if let Some(job) = inserted {
+        return Ok(Enqueued::Created(job));
+    }
+    let job = sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"))
+        .bind(&new.tenant)
+        .bind(&new.idempotency_key)
+        .fetch_one(db)
+        .await?;
+    Ok(Enqueued::Existing(job))
 }
 
 pub async fn get(db: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
@@ -380,11 +375,21 @@ pub async fn maintain(db: &PgPool, retention: Duration) -> Result<Option<(u64, u
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // Ids are UUIDv7 (creation time first), so a job that finished before the cutoff was also
+    // created before it: walking the primary key up to the cutoff's id finds every candidate
+    // without a finished_at index, which every completion would otherwise have to update.
     let deleted = sqlx::query(
-        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
-           AND finished_at < now() - make_interval(secs => $1) LIMIT 10000)",
+        "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE id < $2 \
+           AND status IN ('succeeded', 'failed', 'cancelled') \
+           AND finished_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 10000)",
     )
     .bind(retention.as_secs_f64())
+    .bind(uuid_v7_floor(
+        chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| Utc::now().checked_sub_signed(r))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    ))
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -393,4 +398,26 @@ pub async fn maintain(db: &PgPool, retention: Duration) -> Result<Option<(u64, u
     }
     tx.commit().await?;
     Ok(Some((requeued, failed, deleted)))
+}
+
+/// The smallest UUIDv7 of the millisecond `t`: every id generated before `t` sorts below it.
+pub fn uuid_v7_floor(t: DateTime<Utc>) -> Uuid {
+    let ms = t.timestamp_millis().max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_v7_floor_sorts_between_ids_made_before_and_after_it() {
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        assert!(uuid_v7_floor(now - chrono::Duration::seconds(1)) < id);
+        assert!(id < uuid_v7_floor(now + chrono::Duration::seconds(1)));
+        assert_eq!(uuid_v7_floor(DateTime::<Utc>::MIN_UTC), Uuid::nil());
+    }
 }

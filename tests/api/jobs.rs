@@ -334,3 +334,53 @@ async fn claiming_reads_the_partial_queue_index_not_finished_jobs() {
     assert!(plan.contains("jobs_claim_idx"), "claim must use the partial index:\n{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
 }
+
+#[tokio::test]
+async fn retention_removes_only_jobs_that_finished_before_the_cutoff() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db)
+        .env("WORKER_CONCURRENCY", "0")
+        .env("JOB_RETENTION", "10m")
+        .env("JOB_MAINTENANCE_INTERVAL_SECS", "1")
+        .start()
+        .await;
+    let pool = db.pool().await;
+    let hour_ago = || {
+        let t = chrono::Utc::now() - chrono::Duration::hours(1);
+        uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, t.timestamp() as u64, 0))
+    };
+    // (name, id, status, finished minutes ago): ids made an hour ago say "created an hour ago".
+    let rows = [
+        ("old-succeeded", hour_ago(), "succeeded", Some(60)),
+        ("old-failed", hour_ago(), "failed", Some(60)),
+        ("old-cancelled", hour_ago(), "cancelled", Some(60)),
+        ("old-but-just-finished", hour_ago(), "succeeded", Some(0)),
+        ("old-still-queued", hour_ago(), "queued", None),
+        ("recent-succeeded", uuid::Uuid::now_v7(), "succeeded", Some(0)),
+    ];
+    // One transaction, so a maintenance pass sees all of them or none.
+    let mut tx = pool.begin().await.expect("begin");
+    for (name, id, status, finished_mins_ago) in &rows {
+        sqlx::query(
+            "INSERT INTO jobs (id, tenant, kind, status, run_at, finished_at, last_error) \
+             VALUES ($1, 't', 'noop', $2, now() + interval '1 day', now() - make_interval(mins => $3), $4)",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(finished_mins_ago)
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .expect("seed");
+    }
+    tx.commit().await.expect("commit");
+
+    wait_db(&pool, "SELECT count(*) = 3 FROM jobs", Duration::from_secs(10)).await;
+    let mut left: Vec<String> =
+        sqlx::query_scalar("SELECT last_error FROM jobs").fetch_all(&pool).await.expect("remaining");
+    left.sort();
+    assert_eq!(left, ["old-but-just-finished", "old-still-queued", "recent-succeeded"]);
+    let logged =
+        app.logs.wait_for(T, |v| v["message"].as_str().is_some_and(|m| m.starts_with("job maintenance"))).await;
+    assert_eq!(logged["deleted"], 3, "{logged}");
+}
