@@ -305,6 +305,31 @@ id="$(rid direct)"
 wait_log "\"request_id\":\"$id\"" "$WORK"/app-*.log || true
 log "note: the same spoofed header sent to the app directly from 127.0.0.1 (a TRUSTED_PROXIES address) is logged as client_ip='$(json_field "$(app_logs)" request_id "$id" client_ip)'; this is why nginx replaces X-Forwarded-For instead of appending"
 
+# ---------------------------------------------------------------- 6b. the real client address reaches the app's rate limiter
+# Clients on other loopback addresses than nginx's own upstream address (127.0.0.1, the
+# TRUSTED_PROXIES entry): 127.0.0.2 spends the anonymous per-IP budget
+# (RATE_LIMIT_ANONYMOUS_BURST, 20) and gets the app's 429, while 127.0.0.3 is still served.
+# Both send a forged X-Forwarded-For: had the app keyed on nginx's address or on the forged
+# header, the two clients would share one bucket.
+id="$(rid rl2)"
+: >"$WORK/rl.codes"
+for i in $(seq 30); do
+  "${CURL[@]}" --interface 127.0.0.2 -o /dev/null -w '%{http_code} %header{ratelimit-policy}\n' \
+    -H 'X-Forwarded-For: 6.6.6.6' -H "X-Request-Id: $id-$i" "$HTTPS/api/v1/jobs" >>"$WORK/rl.codes" || echo 000 >>"$WORK/rl.codes"
+done
+wait_log "\"request_id\":\"$id-1\"" "$WORK"/app-*.log || true
+got="$(json_field "$(app_logs)" request_id "$id-1" client_ip)"
+expect "client ip: a client on 127.0.0.2 is logged by the app as client_ip=127.0.0.2 through nginx (forged X-Forwarded-For ignored)" "$got" "127.0.0.2"
+n401="$(grep -c '^401 ' "$WORK/rl.codes" || true)"
+n429="$(grep -c '^429 "anonymous"' "$WORK/rl.codes" || true)"
+if [ "$n429" -gt 0 ] && [ "$n401" -gt 0 ] && [ $((n401 + n429)) -eq 30 ]; then
+  ok "client ip: 30 anonymous requests from 127.0.0.2 → $n401 × 401, then $n429 × 429 from the app's anonymous limiter"
+else bad "client ip: 30 anonymous requests from 127.0.0.2 → $(cut -d' ' -f1 "$WORK/rl.codes" | sort | uniq -c | tr '\n' ' ')(want 401s, then app 429s)"; fi
+edge429="$(grep -c "\"request_id\":\"$id-[0-9]*\",\"remote_addr\":\"127.0.0.2\".*\"status\":429,.*\"upstream_status\":\"429\"" "$NG/access.log" || true)"
+expect "client ip: those 429s came from the app (nginx logged remote_addr 127.0.0.2, upstream_status 429)" "$edge429" "$n429"
+got="$("${CURL[@]}" --interface 127.0.0.3 -o /dev/null -w '%{http_code}' -H 'X-Forwarded-For: 6.6.6.6' "$HTTPS/api/v1/jobs")"
+expect "client ip: meanwhile a client on 127.0.0.3 has its own budget (401, not 429)" "$got" "401"
+
 # ---------------------------------------------------------------- 7. bodies: 100 MiB upload streams, over-limit 413
 truncate -s 100M "$WORK/100MiB.bin"
 truncate -s $((100 * 1024 * 1024 + 1)) "$WORK/over.bin"
