@@ -5,11 +5,15 @@
 # (2xx, 401, 404, 422, 429, jobs). Then every dashboard panel expression, every dashboard
 # variable query and every recording rule (expression and recorded series) must return data,
 # every alert expression must evaluate without error, every rule loaded by Prometheus must
-# report health "ok", and every app/process metric of monitoring/metrics.txt must be exported. Expressions over exporter metrics (pg_*, redis_*,
-# nginx_*, node_*) are skipped: no exporters run here.
+# report health "ok", and every app/process metric of monitoring/metrics.txt must be exported.
+# The exporters the dashboards and alerts read (pg_*, redis_*, nginx_*, node_*) run too, from
+# Debian's packages: postgres-exporter and redis-exporter on the same Postgres and Redis
+# (read-only), nginx-exporter on the stub_status listener of an nginx running the repository's
+# nginx/ templates in front of the API, node-exporter on this host.
 #
 # Env: BALLAST_BIN (default target/debug/ballast), DATABASE_URL (admin URL; a private database
-# is created and dropped), REDIS_URL (a private key prefix is used).
+# is created and dropped; postgres-exporter reads the server's statistics through it),
+# REDIS_URL (a private key prefix is used).
 # Ends with "monitoring-live: N passed, M failed, K skipped"; exit 1 when anything failed.
 set -euo pipefail
 
@@ -18,7 +22,9 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)/common.sh"
 cd "$BALLAST_ROOT"
 export PYTHONDONTWRITEBYTECODE=1
 
-ensure_apt prometheus:prometheus curl:curl postgresql-client:psql python3:python3
+ensure_apt prometheus:prometheus curl:curl postgresql-client:psql python3:python3 \
+  prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter \
+  prometheus-node-exporter nginx openssl gettext-base:envsubst
 if ! python3 -c 'import yaml' 2>/dev/null; then
   ensure_pip pyyaml:__pyyaml_probe__ 2>/dev/null || true
   python3 -c 'import yaml' 2>/dev/null || die "python3 cannot import yaml (pip install pyyaml)"
@@ -43,7 +49,7 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   if [ "$rc" -ne 0 ] && [ -d "$TMP" ]; then
-    for f in api worker prometheus; do
+    for f in api worker prometheus nginx-error postgres-exporter redis-exporter nginx-exporter node-exporter; do
       [ -s "$TMP/$f.log" ] && { log "last lines of $f.log:"; tail -n 15 "$TMP/$f.log" >&2; }
     done
   fi
@@ -60,6 +66,8 @@ budget_left() { echo $(( BUDGET - (SECONDS - START) )); }
 create_db "$DB"
 P_API="$(free_port)"; M_API="$(free_port)"; P_WRK="$(free_port)"; M_WRK="$(free_port)"
 P_PROM="$(free_port)"; P_DEAD="$(free_port)"
+P_PGX="$(free_port)"; P_RDX="$(free_port)"; P_NGX="$(free_port)"; P_NDX="$(free_port)"
+P_NG_HTTP="$(free_port)"; P_NG_HTTPS="$(free_port)"; P_NG_STATUS="$(free_port)"
 mkdir -p "$TMP/storage"
 
 app_env=(
@@ -87,10 +95,69 @@ PIDS+=("$!")
 wait_for_http "http://127.0.0.1:$M_WRK/health/live" 60 || die "ballast worker did not come up"
 log "ballast serve on :$P_API (management :$M_API), worker management :$M_WRK"
 
+# ------------------------------------------------------------------ nginx + exporters
+# nginx from the repository's templates (as scripts/e2e/nginx.sh runs it), in front of the API;
+# only its internal stub_status listener matters here (nginx-exporter reads it).
+NG="$TMP/nginx"
+mkdir -p "$NG/conf.d" "$NG/certs" "$NG/acme" "$NG/temp"
+chmod 755 "$TMP"
+cp nginx/nginx.conf "$NG/nginx.conf"
+cp /etc/nginx/mime.types "$NG/mime.types"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$NG/certs/server.key" -out "$NG/certs/server.crt" >/dev/null 2>&1
+(
+  export BALLAST_UPSTREAM="127.0.0.1:$P_API" NGINX_SERVER_NAME=_ NGINX_MAX_BODY_SIZE=100m
+  export NGINX_HTTP_PORT="127.0.0.1:$P_NG_HTTP" NGINX_HTTPS_PORT="127.0.0.1:$P_NG_HTTPS"
+  export NGINX_STATUS_PORT="127.0.0.1:$P_NG_STATUS" NGINX_CERT_DIR="$NG/certs" NGINX_ACME_ROOT="$NG/acme"
+  export NGINX_TEMP_DIR="$NG/temp" NGINX_RESOLVER=127.0.0.1
+  # shellcheck disable=SC2016 # the list of names envsubst may replace, literally
+  subst='${BALLAST_UPSTREAM} ${NGINX_SERVER_NAME} ${NGINX_MAX_BODY_SIZE} ${NGINX_HTTP_PORT} ${NGINX_HTTPS_PORT} ${NGINX_STATUS_PORT} ${NGINX_CERT_DIR} ${NGINX_ACME_ROOT} ${NGINX_TEMP_DIR} ${NGINX_RESOLVER}'
+  for tpl in nginx/templates/*.template; do
+    out="$NG/conf.d/$(basename "${tpl%.template}")"
+    envsubst "$subst" <"$tpl" >"$out"
+  done
+)
+ng_globals="pid $NG/nginx.pid; daemon off;"
+if [ "$(id -u)" -eq 0 ]; then ng_globals+=" user nobody $(id -gn nobody);"; fi
+ng_args=(-p "$NG/" -c "$NG/nginx.conf" -g "$ng_globals")
+if nginx -h 2>&1 | grep -q -- '-e filename'; then ng_args+=(-e "$TMP/nginx-error.log"); fi
+nginx "${ng_args[@]}" >/dev/null 2>>"$TMP/nginx-error.log" &
+PIDS+=("$!")
+wait_for_http "http://127.0.0.1:$P_NG_STATUS/stub_status" 30 || die "nginx (stub_status) did not come up"
+
+# postgres-exporter: lib/pq defaults to sslmode=require, the local server speaks plain TCP.
+PG_DSN="$(python3 - "$(pg_admin_url)" <<'PY'
+import sys
+url = sys.argv[1]
+print(url if "sslmode=" in url else url + ("&" if "?" in url else "?") + "sslmode=disable")
+PY
+)"
+DATA_SOURCE_NAME="$PG_DSN" prometheus-postgres-exporter --web.listen-address="127.0.0.1:$P_PGX" \
+  >"$TMP/postgres-exporter.log" 2>&1 &
+PIDS+=("$!")
+prometheus-redis-exporter --redis.addr "$REDIS_URL" --web.listen-address "127.0.0.1:$P_RDX" \
+  >"$TMP/redis-exporter.log" 2>&1 &
+PIDS+=("$!")
+prometheus-nginx-exporter --nginx.scrape-uri "http://127.0.0.1:$P_NG_STATUS/stub_status" \
+  --web.listen-address "127.0.0.1:$P_NGX" >"$TMP/nginx-exporter.log" 2>&1 &
+PIDS+=("$!")
+# node-exporter: only the collectors the assets read (filesystem, cpu, memory).
+prometheus-node-exporter --web.listen-address="127.0.0.1:$P_NDX" --collector.disable-defaults \
+  --collector.filesystem --collector.cpu --collector.meminfo >"$TMP/node-exporter.log" 2>&1 &
+PIDS+=("$!")
+for p in "$P_PGX" "$P_RDX" "$P_NGX" "$P_NDX"; do
+  wait_for_http "http://127.0.0.1:$p/metrics" 30 || die "exporter on :$p did not come up"
+done
+log "nginx status :$P_NG_STATUS; exporters: postgres :$P_PGX, redis :$P_RDX, nginx :$P_NGX, node :$P_NDX"
+
 # ------------------------------------------------------------------ prometheus
+# Only alertmanager stays unrendered (unreachable): nothing here receives alerts.
 python3 "$PA" render-config --out "$TMP/prometheus.yml" --interval 1s \
   --target "ballast-api=127.0.0.1:$M_API" --target "ballast-worker=127.0.0.1:$M_WRK" \
-  --target "prometheus=127.0.0.1:$P_PROM" --unreachable "127.0.0.1:$P_DEAD"
+  --target "prometheus=127.0.0.1:$P_PROM" --target "postgres-exporter=127.0.0.1:$P_PGX" \
+  --target "redis-exporter=127.0.0.1:$P_RDX" --target "nginx-exporter=127.0.0.1:$P_NGX" \
+  --target "node-exporter=127.0.0.1:$P_NDX" --unreachable "127.0.0.1:$P_DEAD"
 promtool check config "$TMP/prometheus.yml" >/dev/null || die "rendered prometheus.yml is invalid"
 prometheus --config.file="$TMP/prometheus.yml" --storage.tsdb.path="$TMP/tsdb" \
   --web.listen-address="127.0.0.1:$P_PROM" --log.level=warn >"$TMP/prometheus.log" 2>&1 &
@@ -99,6 +166,9 @@ PROM="http://127.0.0.1:$P_PROM"
 wait_for_http "$PROM/-/ready" 60 || die "prometheus did not become ready"
 python3 "$PA" wait-for --url "$PROM" --timeout 30 \
   'count(up{job=~"ballast-api|ballast-worker"} == 1) == 2' || die "prometheus does not scrape both ballast processes"
+python3 "$PA" wait-for --url "$PROM" --timeout 30 \
+  'count(up{job=~"postgres-exporter|redis-exporter|nginx-exporter|node-exporter"} == 1) == 4' \
+  || die "prometheus does not scrape the four exporters"
 
 # ------------------------------------------------------------------ traffic
 API="http://127.0.0.1:$P_API"
@@ -143,6 +213,7 @@ for m in "$M_API" "$M_WRK"; do
 done
 # anonymous requests share one per-IP budget (burst 20): most of these get 429
 many 80 "$API/api/v1/jobs"
+many 5 "https://127.0.0.1:$P_NG_HTTPS/health" -k                        # through nginx
 log "traffic sent: $(sort "$codes" | uniq -c | awk '{printf "%s x%s  ", $2, $1}')"
 
 PASS=0
@@ -169,7 +240,8 @@ wait_data 30 'sum(jobs_enqueued_total) >= 10'
 wait_data 30 'sum(jobs_finished_total{outcome="succeeded"}) >= 10'
 wait_data 30 'count(instance_route:http_requests:rate5m{job="ballast-api"}) > 0'
 
-python3 "$PA" live-queries >"$TMP/queries.jsonl"
+wait_data 30 'sum(nginx_http_requests_total) > 0'
+python3 "$PA" live-queries --exporters postgres,redis,nginx,node >"$TMP/queries.jsonl"
 left="$(budget_left)"; [ "$left" -lt 20 ] && left=20
 retry=$(( left > 60 ? 60 : left ))
 rc=0
