@@ -241,7 +241,14 @@ def dependencies():
     d.ts("Redis pool utilization", "in_use / max per process.",
          [(f"instance:redis_pool_utilization:ratio{{{F}}}", "{{instance}}")], unit="percentunit", maxv=1)
     d.ts("Scrape targets up", "Targets up per scrape job (app, exporters, Alertmanager, Prometheus).",
-         [("sum by (job) (up)", "{{job}}")], w=24, h=6)
+         [("sum by (job) (up)", "{{job}}")], w=12, h=6)
+    d.ts("Dependency response time", "Round trips measured by the exporters: postgres-exporter running "
+         "its statistics queries, redis-exporter connecting and reading INFO. The app's own view is "
+         "postgres:responseTime and redis:responseTime in /health/details.",
+         [("max by (instance) (pg_exporter_last_scrape_duration_seconds)", "postgres queries {{instance}}"),
+          ("max by (instance) (redis_exporter_last_scrape_connect_time_seconds)", "redis connect {{instance}}"),
+          ("max by (instance) (redis_exporter_last_scrape_duration_seconds)", "redis scrape {{instance}}")],
+         unit="s", w=12, h=6)
 
     d.row("PostgreSQL (postgres-exporter)")
     d.stat("Postgres up", "pg_up from postgres-exporter (1 = connected).", "min(pg_up)",
