@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks of the container image and compose deployment (no Docker engine needed):
-#   - hadolint on the Dockerfile
+#   - hadolint on the Dockerfile; the image build needs no database (sqlx offline)
 #   - docker-compose.yml and docker-compose.prod.yml against the compose specification
 #     (check-jsonschema's vendored schema); `docker compose config` too when available
 #   - shellcheck of the deployment scripts
 #   - scripts/init.sh twice in a temporary copy: the second run changes nothing, the
-#     secrets are long, random, not placeholders, with the right permissions
+#     secrets are long, random, not placeholders, with the right permissions; secrets an
+#     operator put in place beforehand are kept
 #   - scripts/gen-certs.sh: chain, SANs, key/cert pairs, idempotence and --force
 #   - tests/compose/check_compose.py: the production properties of the compose file, the
 #     Dockerfile and .dockerignore, asserted on the parsed files
@@ -52,6 +53,16 @@ fi
 
 # ---------------------------------------------------------------- linters and schemas
 check "hadolint Dockerfile" timeout 60 hadolint Dockerfile
+# The image build has no database: the builder sets SQLX_OFFLINE, and compile-time checked
+# queries (sqlx::query! and friends) need their offline data (.sqlx/) committed.
+sqlx_offline_ok() {
+  grep -q 'SQLX_OFFLINE=true' Dockerfile || { echo "Dockerfile does not set SQLX_OFFLINE=true"; return 1; }
+  if grep -rqE '\bquery(_as|_scalar|_file|_file_as|_file_scalar)?(_unchecked)?!' src; then
+    [ -n "$(find .sqlx -name 'query-*.json' 2>/dev/null | head -n 1)" ] \
+      || { echo "src/ uses sqlx query macros but .sqlx/ has no offline query data (cargo sqlx prepare)"; return 1; }
+  fi
+}
+check "Dockerfile: the build needs no database (SQLX_OFFLINE, offline data for any sqlx macro)" sqlx_offline_ok
 check "compose spec: docker-compose.yml docker-compose.prod.yml" \
   timeout 60 check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml docker-compose.prod.yml
 if docker compose version >/dev/null 2>&1; then
@@ -152,6 +163,29 @@ check "init.sh: no secret file is world-accessible, keys are 0600" files_private
 check "init.sh: .env is 0600 with production values and no placeholder secrets" env_file_ok
 check "init.sh: backups/ and backups/metrics/ exist (2770)" backup_dirs_ok
 check "init.sh: .env keeps every variable of .env.example" env_keeps_vars
+
+# A host where the operator already put some secrets (restored from a secret store, or an
+# external database): init.sh keeps them byte for byte and derives the URLs from them.
+host2="$tmp/host2"
+mkdir -p "$host2/scripts/lib" "$host2/secrets"
+cp scripts/init.sh scripts/gen-certs.sh "$host2/scripts/"
+cp scripts/lib/common.sh "$host2/scripts/lib/"
+cp .env.example "$host2/"
+own_jwt="operator-provided-jwt-secret-$(openssl rand -hex 24)"
+own_pg="operatorpg$(openssl rand -hex 16)"
+printf '%s\n' "$own_jwt" > "$host2/secrets/jwt_secret"
+printf '%s\n' "$own_pg" > "$host2/secrets/postgres_password"
+init_keeps_existing() {
+  (cd "$host2" && env -u BALLAST_ROOT timeout 120 ./scripts/init.sh) > "$tmp/init3.log" 2>&1 \
+    || { sed 's/^/    /' "$tmp/init3.log"; return 1; }
+  [ "$(cat "$host2/secrets/jwt_secret")" = "$own_jwt" ] || { echo "jwt_secret was overwritten"; return 1; }
+  [ "$(cat "$host2/secrets/postgres_password")" = "$own_pg" ] || { echo "postgres_password was overwritten"; return 1; }
+  grep -q "^postgres://ballast:$own_pg@postgres:5432/" "$host2/secrets/database_url" \
+    || { echo "database_url not derived from the existing password"; return 1; }
+  [ -s "$host2/secrets/redis_password" ] || { echo "missing secrets were not generated"; return 1; }
+}
+check "init.sh: existing secrets are never overwritten (URLs derived from them, missing ones generated)" \
+  init_keeps_existing
 
 # ---------------------------------------------------------------- gen-certs.sh
 sans_ok() {
