@@ -3,7 +3,8 @@
 # shellcheck disable=SC2016
 # scripts/e2e/ops.sh — end-to-end tests of the operational scripts against real Postgres/Redis:
 #   1. backup → damage → restore: identical row counts, schema and file storage; the password
-#      never reaches a command line; the safety backup undoes the restore; S3 upload (moto)
+#      never reaches a command line; the safety backup undoes the restore; backup → DROP
+#      DATABASE → restore gives the same rows and schema; S3 upload (moto)
 #   2. retention keeps exactly the GFS set on ~400 days of fake dumps (fixed BACKUP_NOW)
 #   3. restore without --yes (and with a bad checksum) refuses and changes nothing
 #   4. scripts/test-migrations.sh passes
@@ -108,6 +109,7 @@ SELECT COALESCE(
     string_agg(quote_ident(column_name), ', ' ORDER BY ordinal_position),
     string_agg(CASE
       WHEN data_type = 'uuid' THEN 'gen_random_uuid()'
+      WHEN column_name = 'sha256' THEN 'encode(sha256(convert_to(g::text, ''UTF8'')), ''hex'')'
       WHEN data_type IN ('text', 'character varying', 'character') THEN quote_literal('ops-e2e-') || ' || g'
       WHEN data_type IN ('integer', 'bigint', 'smallint', 'numeric', 'real', 'double precision') THEN 'g'
       WHEN data_type IN ('jsonb', 'json') THEN quote_literal('{"ops": true}') || '::' || data_type
@@ -156,6 +158,8 @@ q "$DATA_URL" "CREATE TABLE ops_probe (id bigserial PRIMARY KEY, note text NOT N
 check "seeded app tables (${seeded[*]:-none}) and ops_probe" test "$(q "$DATA_URL" "SELECT count(*) FROM ops_probe")" = 25
 if [[ " ${seeded[*]:-} " == *" jobs "* ]]; then ok "jobs table seeded ($(q "$DATA_URL" "SELECT count(*) FROM jobs") rows)"
 elif [ -n "$BIN" ]; then fail "jobs table missing after migrate up"; fi
+if [[ " ${seeded[*]:-} " == *" files "* ]]; then ok "files table seeded ($(q "$DATA_URL" "SELECT count(*) FROM files") rows)"
+elif [ -n "$BIN" ]; then fail "files table not seeded (see the note above)"; fi
 mkdir -p "$STORE/ab/cd"
 head -c 100000 /dev/urandom >"$STORE/ab/cd/object-1"
 printf 'hello ballast\n' >"$STORE/ab/object-2"
@@ -198,6 +202,23 @@ fi
 rc=0; DATABASE_URL="$DATA_URL" BACKUP_DIR="$BK" "$S/backup.sh" --dry-run >"$TMP/dry.out" 2>"$LOGS/dry.log" || rc=$?
 check "backup.sh --dry-run exits 0 and writes nothing" \
   bash -c '[ "$1" = 0 ] && [ "$(ls "$2"/*.dump | wc -l)" = 1 ]' _ "$rc" "$BK"
+# The way the compose `backup` service runs it: the URL from a secret file (DATABASE_URL_FILE),
+# the storage volume as STORAGE_DIR, metrics for node-exporter's textfile collector.
+BKC="$TMP/bk-compose"; mkdir -p "$TMP/run-secrets"
+printf '%s\n' "$DATA_URL_PW" >"$TMP/run-secrets/database_url"; chmod 600 "$TMP/run-secrets/database_url"
+: >"$TMP/argv.log"
+rc=0
+env -u DATABASE_URL PATH="$SHIM:$PATH" DATABASE_URL_FILE="$TMP/run-secrets/database_url" BACKUP_DIR="$BKC" \
+  STORAGE_DIR="$STORE" BACKUP_METRICS_FILE="$BKC/metrics/ballast_backup.prom" \
+  timeout 300 "$S/backup.sh" >"$TMP/backup-compose.out" 2>"$LOGS/backup-compose.log" || rc=$?
+if [ "$rc" = 0 ] && ls "$BKC"/ballast-*.dump >/dev/null 2>&1 && ls "$BKC"/ballast-files-*.tar.gz >/dev/null 2>&1 \
+   && [ -s "$BKC/last_success" ] && grep -q '^ballast_backup_last_success_timestamp_seconds [0-9]' "$BKC/metrics/ballast_backup.prom" \
+   && grep -q '^ballast_backup_last_size_bytes [1-9]' "$BKC/metrics/ballast_backup.prom" \
+   && ! grep -qF "$PW" "$TMP/argv.log"; then
+  ok "backup.sh with the compose service's environment (DATABASE_URL_FILE, STORAGE_DIR, BACKUP_METRICS_FILE)"
+else
+  fail "backup.sh with the compose service's environment (rc $rc)"; show_log "$LOGS/backup-compose.log"
+fi
 rc=0; env -u DATABASE_URL -u PGHOST -u PGDATABASE BACKUP_DIR="$BK" "$S/backup.sh" >/dev/null 2>&1 || rc=$?
 check "backup.sh without a database configured exits 3 (got $rc)" test "$rc" = 3
 rc=0; DATABASE_URL="$(url_for "${PFX}_nosuchdb")" BACKUP_DIR="$TMP/bk-none" "$S/backup.sh" >/dev/null 2>&1 || rc=$?
@@ -220,8 +241,10 @@ else fail "row counts after restore: before [$(tr '\n' ' ' <<<"$COUNTS_BEFORE")]
 schema_of "$DATA_URL" >"$TMP/schema-after.sql"
 if diff -u "$TMP/schema-before.sql" "$TMP/schema-after.sql" >"$TMP/schema.diff"; then ok "pg_dump --schema-only identical after restore (object added after the backup is gone)"
 else fail "schema differs after restore"; head -n 30 "$TMP/schema.diff" | sed 's/^/    | /'; fi
-check "restore printed migration version ($VERSION_BEFORE) and jobs/files counts" \
-  bash -c 'grep -q "^migration_version=$1$" "$2" && grep -q "^jobs=" "$2" && grep -q "^files=" "$2"' _ "$VERSION_BEFORE" "$TMP/restore.out"
+JOBS_BEFORE="$(sed -n 's/^public\.jobs=//p' <<<"$COUNTS_BEFORE")"; FILES_BEFORE="$(sed -n 's/^public\.files=//p' <<<"$COUNTS_BEFORE")"
+check "restore verified migration version ($VERSION_BEFORE) and the backup's counts (jobs=${JOBS_BEFORE:-?} files=${FILES_BEFORE:-?})" \
+  bash -c 'grep -q "^migration_version=$1$" "$2" && grep -qx "jobs=$3" "$2" && grep -qx "files=$4" "$2"' _ \
+  "$VERSION_BEFORE" "$TMP/restore.out" "${JOBS_BEFORE:-absent}" "${FILES_BEFORE:-absent}"
 check "file storage restored (objects back, stray file gone)" \
   bash -c '[ -s "$1/ab/cd/object-1" ] && [ -f "$1/ab/object-2" ] && [ ! -e "$1/stray" ]' _ "$STORE"
 SAFETY="$(sed -n 's/^to undo this restore: *.*restore.sh --yes //p' "$LOGS/restore.log" | head -n1)"
@@ -242,8 +265,20 @@ rc=0
 DATABASE_URL="$DATA_URL" BACKUP_DIR="$BK" timeout 300 "$S/restore.sh" --yes --no-safety-backup "$SAFETY" </dev/null >/dev/null 2>"$LOGS/undo.log" || rc=$?
 check "undo (restore of the safety backup) brings the pre-restore state back" \
   bash -c '[ "$1" = 0 ] && [ "$(psql -XAtd "$2" -c "SELECT to_regclass($3) IS NOT NULL")" = t ]' _ "$rc" "$DATA_URL" "'public.ops_intruder'"
-# Put the good data back for section 3.
-DATABASE_URL="$DATA_URL" BACKUP_DIR="$BK" timeout 300 "$S/restore.sh" --yes --no-safety-backup "$DUMP" </dev/null >/dev/null 2>"$LOGS/redo.log" || true
+# backup → DROP DATABASE → restore: the database is gone entirely; restore.sh builds it again
+# from the dump (no safety backup of nothing). This also puts the good data back for section 3.
+drop_db "$DATA_DB"
+rc=0
+DATABASE_URL="$DATA_URL" BACKUP_DIR="$BK" timeout 300 "$S/restore.sh" --yes "$DUMP" </dev/null >/dev/null 2>"$LOGS/redo.log" || rc=$?
+schema_of "$DATA_URL" >"$TMP/schema-redo.sql" 2>/dev/null || true
+if [ "$rc" = 0 ] && [ "$(table_counts "$DATA_URL" 2>/dev/null)" = "$COUNTS_BEFORE" ] \
+   && diff -q "$TMP/schema-before.sql" "$TMP/schema-redo.sql" >/dev/null; then
+  ok "backup → DROP DATABASE → restore: exit 0, identical row counts and schema"
+else
+  fail "backup → DROP DATABASE → restore (rc $rc): row counts or schema differ"; show_log "$LOGS/redo.log" 40
+fi
+check "… restore.sh noticed the missing database (restored into a new one, no safety backup)" \
+  grep -q 'does not exist yet' "$LOGS/redo.log"
 
 section "1b. upload to S3-compatible storage (moto)"
 S3_OK=0
