@@ -18,7 +18,8 @@
 #
 # Environment: DATABASE_URL (admin URL of a Postgres this script may create a database on;
 # default postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL (default
-# redis://127.0.0.1:6379), BALLAST_BIN (default target/debug/ballast).
+# redis://127.0.0.1:6379), BALLAST_BIN (default target/debug/ballast),
+# PROD_ENV_BUILD=dockerfile (build with the Dockerfile's cargo command first, test that binary).
 # Prints `prod-env: N passed, M failed`.
 set -euo pipefail
 
@@ -34,6 +35,27 @@ fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
 summary() { echo "prod-env: $passed passed, $failed failed"; }
 
 BIN="$(ballast_bin)"
+# PROD_ENV_BUILD=dockerfile: first build the binary natively with the Dockerfile's own build
+# command (its `cargo build` line, with the builder's SQLX_OFFLINE=true) and test that binary
+# instead of BALLAST_BIN. Off by default (a release build takes minutes; the CI docker job
+# builds the real image); the default binary is the same source built by scripts/test.sh.
+if [ "${PROD_ENV_BUILD:-}" = dockerfile ]; then
+  build_cmd="$(sed -n 's/^[[:space:]]*\(cargo build [^&\\]*\).*/\1/p' Dockerfile | head -n 1 | sed 's/[[:space:]]*$//')"
+  read -ra build_argv <<<"$build_cmd"
+  if [[ "$build_cmd" != *"--release"* ]] || [[ "$build_cmd" != *"--locked"* ]]; then
+    fail "the Dockerfile's build command is a --locked --release cargo build (got: '${build_cmd}')"; summary; exit 1
+  fi
+  build_log="$(mktemp "${TMPDIR:-/tmp}/ballast-prod-env-build.XXXXXX")"
+  echo "== building with the Dockerfile's command: SQLX_OFFLINE=true $build_cmd"
+  if SQLX_OFFLINE=true "${build_argv[@]}" > "$build_log" 2>&1; then
+    pass "the Dockerfile's build command ($build_cmd) produces the binary natively"
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ballast"
+  else
+    fail "the Dockerfile's build command ($build_cmd)"; tail -n 30 "$build_log" | sed 's/^/    /'
+    rm -f "$build_log"; summary; exit 1
+  fi
+  rm -f "$build_log"
+fi
 case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 if [ ! -x "$BIN" ]; then
   fail "ballast binary at $BIN (build it with: cargo build --bin ballast)"
