@@ -296,6 +296,19 @@ PY
 )"
 fi
 
+# ---------------------------------------------------------------- 3. jobs: Postgres gets both cores
+# Sections 1–2 pin the server apart from the client to compare like with like. The queue has
+# no baseline server to compare with, and Postgres *is* its engine: pinned to one core it would
+# measure a one-core database. So from here Postgres and ballast float over both cores (new
+# backends inherit the postmaster's affinity); wrk (3b) stays on cpu 1.
+JOBS_CPU=""
+if { want jobs || want e2e; } && [ -n "$INFRA_CPU" ]; then
+  pm="$(pg_postmaster_pid "$PG_DIR")"
+  # shellcheck disable=SC2046 # a list of pids
+  for p in "$pm" $(pgrep -P "$pm"); do taskset -a -p -c 0-$(( $(nproc) - 1 )) "$p" >/dev/null; done
+  record env.jobs_pinning '"ballast and Postgres on all cores; wrk on cpu '"$CLIENT_CPU"'"'
+fi
+
 # ---------------------------------------------------------------- 3a. burn-down
 if want jobs; then
   seed_jobs() {
@@ -330,7 +343,7 @@ if want jobs; then
   SERVER_PIDS=()
   win_start
   t0="$(now_ms)"
-  ( pin "$CLIENT_CPU" psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "SET bench.batch = $CLAIM_BATCH" \
+  ( psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "SET bench.batch = $CLAIM_BATCH" \
       -f "$ROOT/bench/sql/queue-ceiling.sql" >/dev/null )
   t1="$(now_ms)"
   record jobs.sql_ceiling "$(win_end "$(burn_stats $((t1 - t0)) 0)" "$JOBS_N")"
@@ -340,7 +353,7 @@ if want jobs; then
   SERVER_PIDS=()
   win_start
   t0="$(now_ms)"
-  ballast_start BURN "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  ballast_start BURN "$JOBS_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
   SERVER_PIDS=("$BURN_PID")
   wait_drained 180 || die "burn-down (1 process) did not drain within 180 s"
   t1="$(now_ms)"
@@ -352,8 +365,8 @@ if want jobs; then
   SERVER_PIDS=()
   win_start
   t0="$(now_ms)"
-  ballast_start W1 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
-  ballast_start W2 "$SERVER_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  ballast_start W1 "$JOBS_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
+  ballast_start W2 "$JOBS_CPU" worker "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}"
   SERVER_PIDS=("$W1_PID" "$W2_PID")
   wait_drained 180 || die "burn-down (2 processes) did not drain within 180 s"
   t1="$(now_ms)"
@@ -367,7 +380,7 @@ if want e2e; then
   log "3b. end to end: wrk POST /api/v1/jobs (single noop jobs) into serve with the embedded pool"
   psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
   # 64 concurrent enqueues each hold a pooled connection for their transaction.
-  ballast_start E2E "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}" DATABASE_MAX_CONNECTIONS=32
+  ballast_start E2E "$JOBS_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}" DATABASE_MAX_CONNECTIONS=32
   SERVER_PIDS=("$E2E_PID")
   wait_for_http "http://$E2E_HTTP/health/ready" 20 || die "ballast not ready"
   # e2e_stats: what the database says about the enqueued jobs (all of them drained).

@@ -135,6 +135,9 @@ def main():
 
     # 3. jobs
     p("3. Jobs (noop)")
+    if r.get("env.jobs_pinning"):
+        env["jobs_pinning"] = r["env.jobs_pinning"]
+        p(f"  pinning here: {r['env.jobs_pinning']} (the queue's engine is Postgres: pinned to one core it would be a one-core database)")
     jobs = {}
     ceiling = r.get("jobs.sql_ceiling")
     if ceiling:
