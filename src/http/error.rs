@@ -127,7 +127,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             instance: ctx.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
-            trace_id: ctx.map(|c| c.trace_id).unwrap_or_default(),
+            trace_id: ctx.map(|c| c.trace_id.clone()).unwrap_or_default(),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut resp = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], bytes).into_response();

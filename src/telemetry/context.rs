@@ -5,41 +5,49 @@ use std::sync::{Arc, OnceLock};
 
 use rand::RngCore;
 
-#[derive(Clone, Debug)]
+/// What every log line inside a request carries (the JSON formatter reads it from here, so a
+/// request needs no tracing span whose fields would be formatted on every request).
+#[derive(Debug)]
 pub struct RequestContext {
     pub trace_id: String,
     pub span_id: String,
     pub request_id: String,
+    pub method: String,
+    /// The matched route template, or `unmatched`.
+    pub route: String,
     pub path: String,
     /// Set by the auth extractor once a token is verified; read by the access log.
-    pub user: Arc<OnceLock<String>>,
+    pub user: OnceLock<String>,
 }
 
 tokio::task_local! {
-    pub static CURRENT: RequestContext;
+    pub static CURRENT: Arc<RequestContext>;
 }
 
 /// The context of the request being served by this task, if any.
-pub fn current() -> Option<RequestContext> {
-    CURRENT.try_with(Clone::clone).ok()
+pub fn current() -> Option<Arc<RequestContext>> {
+    CURRENT.try_with(Arc::clone).ok()
 }
 
 pub fn current_trace_id() -> Option<String> {
     CURRENT.try_with(|c| c.trace_id.clone()).ok()
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
+/// Runs `f` with the current request's context, without cloning it.
+pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+    CURRENT.try_with(|c| f(c)).ok()
+}
+
+pub fn new_trace_id() -> String {
+    let mut buf = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut buf);
     hex::encode(buf)
 }
 
-pub fn new_trace_id() -> String {
-    random_hex(16)
-}
-
 pub fn new_span_id() -> String {
-    random_hex(8)
+    let mut buf = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
 }
 
 /// Parses `traceparent` (version 00): returns the trace id when the header is well formed
@@ -67,8 +75,18 @@ pub fn sanitize_request_id(value: &str) -> Option<String> {
     ok.then(|| value.to_string())
 }
 
+/// A UUIDv7 (time-ordered, so ids sort by arrival) from the thread-local generator: the
+/// `uuid` crate's own `now_v7` asks the kernel for randomness on every call.
 pub fn new_request_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    new_uuid_v7().to_string()
+}
+
+pub fn new_uuid_v7() -> uuid::Uuid {
+    let millis =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let mut random = [0u8; 10];
+    rand::thread_rng().fill_bytes(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
 #[cfg(test)]
@@ -84,6 +102,17 @@ mod tests {
         assert!(parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none());
         assert!(parse_traceparent("garbage").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_version_7_and_carry_the_current_time() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let id = new_uuid_v7();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let (secs, _) = id.get_timestamp().expect("v7 has a timestamp").to_unix();
+        assert!(secs.abs_diff(now) <= 1, "timestamp {secs} vs now {now}");
+        assert_ne!(new_uuid_v7(), new_uuid_v7());
     }
 
     #[test]
