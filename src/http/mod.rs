@@ -20,7 +20,6 @@ use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::state::AppState;
@@ -30,7 +29,10 @@ use routes::{health, management};
 /// The public listener's router: probes, the API, docs.
 pub fn public_router(state: AppState) -> Router {
     let s = &state.settings.http;
-    let permits = Arc::new(Semaphore::new(s.max_concurrent));
+    let limits = middleware::limits::Limits {
+        permits: Arc::new(Semaphore::new(s.max_concurrent)),
+        request_timeout: s.request_timeout,
+    };
     // Responses that offer byte ranges (file content) go out as stored: compressing them would
     // drop Content-Length and the ranges they advertise.
     let as_stored = |_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| !h.contains_key(header::ACCEPT_RANGES);
@@ -41,19 +43,17 @@ pub fn public_router(state: AppState) -> Router {
         .and(as_stored);
 
     // Layer order, outermost first (a request walks down this list, the response back up):
-    // 1. observe: trace/request ids, request span, access log, RED metrics — sees every outcome;
-    // 2. security headers, so even errors and panics carry them;
-    // 3. panics become 500 problems (the worker thread survives, nothing leaks);
-    // 4. load shedding before any work is done; 5. the request deadline;
-    // 6. CORS; 7. compression; 8. the JSON body limit (uploads lift it on their own route).
+    // 1. observe: trace/request ids, access log, RED metrics and the security headers — sees
+    //    every outcome, so even errors and panics carry them;
+    // 2. panics become 500 problems (the worker thread survives, nothing leaks);
+    // 3. load shedding before any work is done, then the request deadline;
+    // 4. CORS; 5. compression; 6. the JSON body limit (uploads lift it on their own route).
     let stack = ServiceBuilder::new()
         .layer(from_fn_with_state(state.clone(), middleware::observe::observe))
-        .layer(from_fn_with_state(state.clone(), middleware::headers::security_headers))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(permits, middleware::limits::shed))
-        .layer(from_fn_with_state(state.clone(), middleware::limits::deadline))
+        .layer(from_fn_with_state(limits, middleware::limits::limits))
         .layer(tower::util::option_layer(cors(&s.cors_origins)))
-        .layer(CompressionLayer::new().compress_when(compression))
+        .layer(middleware::compress::NegotiatedCompressionLayer::new(compression))
         .layer(DefaultBodyLimit::max(s.max_json_body));
 
     Router::new()

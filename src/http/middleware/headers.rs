@@ -1,16 +1,9 @@
-//! Security and caching headers (DESIGN §4.7) on API responses.
+//! Security and caching headers (DESIGN §4.7) on API responses. Applied by `observe`, the
+//! outermost layer, so errors, panics and shed requests carry them too.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue};
 
-use crate::state::AppState;
-
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let is_docs = req.uri().path() == "/docs";
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+pub fn apply(h: &mut HeaderMap, is_docs: bool, hsts: bool) {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -22,8 +15,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         );
     }
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    if state.settings.http.hsts {
+    if hsts {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
     }
-    resp
 }

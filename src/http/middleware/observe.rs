@@ -1,25 +1,26 @@
-//! The outermost layer: trace context, request id, the request span, one access-log line
-//! and the RED metrics per request. Everything inside (errors, auth, handlers) sees the ids
-//! through `telemetry::context`.
+//! The outermost layer: trace context, request id, one access-log line, the RED metrics and
+//! the security headers of every response. Everything inside (errors, auth, handlers, log
+//! lines) sees the ids through `telemetry::context`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::Instrument;
 
 use crate::http::client_ip::{self, ClientIp};
 use crate::http::error::ErrorNote;
+use crate::http::middleware::headers;
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::telemetry::context::{self, RequestContext};
 use crate::telemetry::redact;
 
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const X_TRACE_ID: &str = "x-trace-id";
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Decrements the in-flight gauge even when the request future is dropped mid-way.
 struct InFlight;
@@ -55,24 +56,25 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .unwrap_or_else(context::new_request_id);
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
     let client_ip = client_ip::resolve(&req, &state.settings.http.trusted_proxies);
     req.extensions_mut().insert(ClientIp(client_ip));
     let request_size =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
-    let query = req.uri().query().map(redact::redact_query);
+    let is_docs = req.uri().path() == "/docs";
+    let req_query = req.uri().query().map(redact::redact_query);
 
-    let ctx = RequestContext {
-        trace_id: trace_id.clone(),
+    // No tracing span: the JSON formatter takes trace_id, request_id, method and route of every
+    // line logged inside the request from this context, which costs nothing when nothing logs.
+    let ctx = Arc::new(RequestContext {
+        trace_id,
         span_id: context::new_span_id(),
-        request_id: request_id.clone(),
+        request_id,
+        method: req.method().as_str().to_string(),
+        route,
         path: req.uri().path().to_string(),
-        user: Arc::new(OnceLock::new()),
-    };
-    let user = ctx.user.clone();
-    let span_id = ctx.span_id.clone();
-    let span = tracing::info_span!("request", %trace_id, %request_id, method = %method, route = %route);
-    let mut resp = context::CURRENT.scope(ctx, next.run(req).instrument(span)).await;
+        user: OnceLock::new(),
+    });
+    let mut resp = context::CURRENT.scope(ctx.clone(), next.run(req)).await;
 
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
@@ -84,8 +86,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     });
-    let status_label = status.to_string();
-    let labels = [("method", method.clone()), ("route", route.clone()), ("status", status_label)];
+    let RequestContext { trace_id, request_id, method, route, span_id, user, .. } = &*ctx;
+    let labels = [("method", method.clone()), ("route", route.clone()), ("status", status.to_string())];
     metrics::counter!(m::HTTP_REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(m::HTTP_REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());
     if let Some(size) = request_size {
@@ -96,21 +98,20 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let error = resp.extensions().get::<ErrorNote>().map(|n| n.0.clone());
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     let user = user.get().map(String::as_str).unwrap_or("");
-    let client_ip = client_ip.to_string();
-    let query = query.as_deref().unwrap_or("");
     macro_rules! access {
         ($lvl:ident) => {
             tracing::$lvl!(
                 target: "access",
                 method = %method, route = %route, status, duration_ms, bytes_out, client_ip = %client_ip,
-                user, trace_id = %trace_id, request_id = %request_id, query, error = error.as_deref(),
+                user, trace_id = %trace_id, request_id = %request_id,
+                query = req_query.as_deref().unwrap_or(""), error = error.as_deref(),
                 "request completed"
             )
         };
     }
     if status >= 500 {
         access!(error);
-    } else if is_quiet(&route) {
+    } else if is_quiet(route) {
         access!(debug);
     } else {
         access!(info);
@@ -120,14 +121,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     }
 
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    headers::apply(h, is_docs, state.settings.http.hsts);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+    if let Ok(v) = HeaderValue::from_str(trace_id) {
         h.insert(X_TRACE_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-01")) {
-        h.insert("traceparent", v);
+        h.insert(TRACEPARENT, v);
     }
     resp
 }
