@@ -120,3 +120,27 @@ async fn metrics_expose_the_contracted_series_with_route_templates() {
     }
     assert!(!text.contains("/does/not/exist"), "raw paths never become labels");
 }
+
+#[tokio::test]
+async fn responses_are_compressed_only_for_clients_that_ask_and_only_when_large() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).start().await;
+
+    let plain = app.get("/openapi.json").await;
+    assert!(plain.headers().get("content-encoding").is_none(), "no Accept-Encoding, no compression");
+    let plain = plain.bytes().await.expect("body");
+    assert!(plain.len() > 1024, "the document is large enough to compress ({} bytes)", plain.len());
+
+    let gz = app.client.get(app.url("/openapi.json")).header("accept-encoding", "gzip").send().await.expect("GET");
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    assert_eq!(gz.headers()["x-content-type-options"], "nosniff", "security headers survive compression");
+    let gz = gz.bytes().await.expect("body");
+    assert!(gz.len() < plain.len(), "gzip {} < plain {}", gz.len(), plain.len());
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unzipped).expect("valid gzip");
+    assert_eq!(unzipped, plain, "the same document once decompressed");
+
+    let small = app.client.get(app.url("/health/live")).header("accept-encoding", "gzip").send().await.expect("GET");
+    assert!(small.headers().get("content-encoding").is_none(), "bodies under 1 KiB go out as they are");
+    assert_eq!(small.text().await.expect("body"), r#"{"status":"pass"}"#);
+}

@@ -1,3 +1,4 @@
+pub mod compress;
 pub mod headers;
 pub mod limits;
 pub mod observe;
