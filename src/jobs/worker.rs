@@ -209,8 +209,25 @@ async fn completer(
     running: Running,
     capacity: Arc<Notify>,
 ) {
-    let mut batch = Vec::with_capacity(512);
-    while rx.recv_many(&mut batch, 512).await > 0 {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Group completion: jobs finishing together share one statement. Yield while more
+        // outcomes keep arriving (no fixed delay: a lone job is written at once); otherwise
+        // every wake-up would write the one or two outcomes it found.
+        while batch.len() < MAX_BATCH {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(o) => batch.push(o),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before {
+                break;
+            }
+        }
         let mut done = Vec::new();
         for o in batch.drain(..) {
             metrics::histogram!(m::JOB_DURATION, "kind" => o.kind.clone()).record(o.elapsed.as_secs_f64());
