@@ -11,7 +11,7 @@
 #
 # Knobs (environment): BENCH_DURATION (10 s per measurement), BENCH_WARMUP (2 s),
 # BENCH_CONNECTIONS (64), BENCH_JOBS (100000), BENCH_WORKER_CONCURRENCY / BENCH_CLAIM_BATCH
-# (256 / 256), BENCH_SKIP_BUILD=1 (use the binaries already in the target dir),
+# (512 / 256), BENCH_SKIP_BUILD=1 (use the binaries already in the target dir),
 # BENCH_OUT (bench/results/latest.json), BENCH_SECTIONS (subset of "http limiter jobs e2e
 # startup"), BENCH_QUIET_WAIT (seconds to wait for other work on the machine to stop, 0).
 # ballast_start sets <NAME>_PID/_HTTP/_MGMT with printf -v, which shellcheck cannot see:
@@ -31,7 +31,7 @@ DURATION="${BENCH_DURATION:-10}"
 WARMUP="${BENCH_WARMUP:-2}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 JOBS_N="${BENCH_JOBS:-100000}"
-WORKER_CONC="${BENCH_WORKER_CONCURRENCY:-256}"
+WORKER_CONC="${BENCH_WORKER_CONCURRENCY:-512}"
 CLAIM_BATCH="${BENCH_CLAIM_BATCH:-256}"
 OUT="${BENCH_OUT:-$ROOT/bench/results/latest.json}"
 SECTIONS=" ${BENCH_SECTIONS:-http limiter jobs e2e startup} "
