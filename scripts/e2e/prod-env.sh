@@ -19,7 +19,8 @@
 # Environment: DATABASE_URL (admin URL of a Postgres this script may create a database on;
 # default postgres://postgres@127.0.0.1:5432/postgres), REDIS_URL (default
 # redis://127.0.0.1:6379), BALLAST_BIN (default target/debug/ballast),
-# PROD_ENV_BUILD=dockerfile (build with the Dockerfile's cargo command first, test that binary).
+# PROD_ENV_BUILD: `dockerfile` (default) builds with the Dockerfile's cargo command first and
+# tests that binary; `skip` tests BALLAST_BIN as it is (a quicker local run).
 # Prints `prod-env: N passed, M failed`.
 set -euo pipefail
 
@@ -35,11 +36,10 @@ fail() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
 summary() { echo "prod-env: $passed passed, $failed failed"; }
 
 BIN="$(ballast_bin)"
-# PROD_ENV_BUILD=dockerfile: first build the binary natively with the Dockerfile's own build
-# command (its `cargo build` line, with the builder's SQLX_OFFLINE=true) and test that binary
-# instead of BALLAST_BIN. Off by default (a release build takes minutes; the CI docker job
-# builds the real image); the default binary is the same source built by scripts/test.sh.
-if [ "${PROD_ENV_BUILD:-}" = dockerfile ]; then
+# First build the binary natively with the Dockerfile's own build command (its `cargo build`
+# line, with the builder's SQLX_OFFLINE=true) and test that binary: what the image would run.
+# A release build takes minutes the first time; PROD_ENV_BUILD=skip tests BALLAST_BIN instead.
+if [ "${PROD_ENV_BUILD:-dockerfile}" = dockerfile ]; then
   build_cmd="$(sed -n 's/^[[:space:]]*\(cargo build [^&\\]*\).*/\1/p' Dockerfile | head -n 1 | sed 's/[[:space:]]*$//')"
   read -ra build_argv <<<"$build_cmd"
   if [[ "$build_cmd" != *"--release"* ]] || [[ "$build_cmd" != *"--locked"* ]]; then
