@@ -146,10 +146,15 @@ impl Application {
         let housekeeping = {
             let state = state.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                // The recorder keeps every histogram sample until it is drained into buckets;
+                // without upkeep a process that nobody scrapes grows with every request.
+                let mut upkeep = tokio::time::interval(std::time::Duration::from_secs(5));
+                let mut limiter = tokio::time::interval(std::time::Duration::from_secs(60));
                 loop {
-                    tick.tick().await;
-                    state.limiter.housekeeping();
+                    tokio::select! {
+                        _ = upkeep.tick() => state.metrics.run_upkeep(),
+                        _ = limiter.tick() => state.limiter.housekeeping(),
+                    }
                 }
             })
         };
