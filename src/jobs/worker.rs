@@ -118,10 +118,14 @@ struct Dispatch {
     job_tasks: Arc<tokio_util::task::TaskTracker>,
 }
 
+/// How long enqueue wake-ups arriving right after a claim are gathered into the next one.
+const COALESCE: Duration = Duration::from_millis(1);
+
 async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: Dispatch) {
     let stop = state.lifecycle.stop_claiming.clone();
     let registry = Registry::builtin();
     let s = &state.settings.jobs;
+    let mut last_claim = Instant::now();
     loop {
         if stop.is_cancelled() {
             break;
@@ -130,6 +134,7 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
         let mut full_batch = false;
         if free > 0 {
             let want = (free as i64).min(s.claim_batch);
+            last_claim = Instant::now();
             match queue::claim(&state.db, &worker_id, want, s.lease).await {
                 Ok(jobs) => {
                     full_batch = jobs.len() as i64 == want;
@@ -151,11 +156,22 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
         if full_batch && !at_capacity {
             continue; // more may be waiting
         }
-        tokio::select! {
-            _ = d.wake.notified(), if !at_capacity => {}
-            _ = d.capacity.notified() => {}
-            _ = tokio::time::sleep(s.poll_interval) => {}
+        let woken_by_enqueue = tokio::select! {
+            _ = d.wake.notified(), if !at_capacity => true,
+            _ = d.capacity.notified() => false,
+            _ = tokio::time::sleep(s.poll_interval) => false,
             _ = stop.cancelled() => break,
+        };
+        // Under a stream of enqueues every NOTIFY would start a claim of one or two jobs, and
+        // those small statements would cost Postgres more than the jobs. Wake-ups that come
+        // right after a claim wait out COALESCE and claim what arrived meanwhile; a wake-up
+        // after a quiet spell claims at once.
+        let since = last_claim.elapsed();
+        if woken_by_enqueue && since < COALESCE {
+            tokio::select! {
+                _ = tokio::time::sleep(COALESCE - since) => {}
+                _ = stop.cancelled() => break,
+            }
         }
     }
     tracing::info!("workers stopped claiming");
