@@ -397,6 +397,19 @@ async fn hostile_names_are_stored_sanitised_and_served_with_a_safe_disposition()
     let db = TestDb::create(&admin_url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn(&db, dir.path()).await;
+    hostile_names(&app).await;
+    // Whatever the names, objects live only under generated keys.
+    let objects = stored_objects(dir.path());
+    assert_eq!(objects.len(), 6);
+    for o in objects {
+        let (prefix, name) = o.split_once('/').expect("tenant/object");
+        assert!(prefix.len() == 32 && prefix.bytes().all(|b| b.is_ascii_hexdigit()), "{o}");
+        assert!(name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{o}");
+    }
+}
+
+/// Six hostile names uploaded and served back: stored sanitised, one safe Content-Disposition.
+async fn hostile_names(app: &TestApp) {
     let token = app.token("alice", None).await;
     let long = "n".repeat(10_000);
     let cases: Vec<(String, String)> = vec![
@@ -424,14 +437,6 @@ async fn hostile_names_are_stored_sanitised_and_served_with_a_safe_disposition()
         assert!(resp.headers().get("set-cookie").is_none());
         assert_eq!(resp.text().await.expect("text"), "payload");
     }
-    // Whatever the names, objects live only under generated keys.
-    let objects = stored_objects(dir.path());
-    assert_eq!(objects.len(), 6);
-    for o in objects {
-        let (prefix, name) = o.split_once('/').expect("tenant/object");
-        assert!(prefix.len() == 32 && prefix.bytes().all(|b| b.is_ascii_hexdigit()), "{o}");
-        assert!(name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()), "{o}");
-    }
 }
 
 #[tokio::test]
@@ -439,6 +444,12 @@ async fn ranges_and_conditional_requests_follow_rfc_9110() {
     let db = TestDb::create(&admin_url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn(&db, dir.path()).await;
+    ranges_and_conditionals(&app).await;
+}
+
+/// Byte ranges (suffix, open, past the end → 416, ignored forms), ETag / If-None-Match /
+/// If-Range, content served as stored, the empty file.
+async fn ranges_and_conditionals(app: &TestApp) {
     let token = app.token("alice", None).await;
     let body: &'static [u8] = b"0123456789";
     let file = app.upload_json(&token, "?name=digits.txt", Some("text/plain"), body).await;
@@ -625,6 +636,11 @@ async fn document_render_writes_a_new_file_from_an_inline_or_stored_template() {
     let db = TestDb::create(&admin_url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let app = spawn(&db, dir.path()).await;
+    renders(&app).await;
+}
+
+/// document.render from an inline template and from a stored one (HTML-escaped context).
+async fn renders(app: &TestApp) {
     let token = app.token("alice", None).await;
 
     let (code, job) = app
@@ -846,22 +862,45 @@ impl Drop for Moto {
     }
 }
 
-#[tokio::test]
-async fn on_s3_storage_files_round_trip_range_digest_and_delete() {
-    let Some(moto) = Moto::start().await else { return };
-    moto.create_bucket("ballast-files").await;
-    let db = TestDb::create(&admin_url()).await;
-    let app = Spawn::serve(&db)
-        .env("STORAGE_URL", "s3://ballast-files/tenant-data")
+/// A server storing under `tenant-data/` in `bucket` on moto.
+fn on_s3(db: &TestDb, moto: &Moto, bucket: &str) -> Spawn {
+    Spawn::serve(db)
+        .env("STORAGE_URL", format!("s3://{bucket}/tenant-data"))
         .env("STORAGE_S3_ENDPOINT", &moto.endpoint)
         .env("STORAGE_S3_REGION", "us-east-1")
         .env("STORAGE_S3_ACCESS_KEY_ID", "moto-access-key")
         .env("STORAGE_S3_SECRET_ACCESS_KEY", "moto-secret-key")
         .env("STORAGE_S3_ALLOW_HTTP", "true")
-        .env("MAX_UPLOAD_BYTES", "24MiB")
         .env("RATE_LIMIT_ENABLED", "false")
-        .start()
-        .await;
+}
+
+#[tokio::test]
+async fn on_s3_storage_ranges_hostile_names_and_rendering_behave_as_on_local_storage() {
+    let Some(moto) = Moto::start().await else { return };
+    moto.create_bucket("ballast-semantics").await;
+    let db = TestDb::create(&admin_url()).await;
+    let app = on_s3(&db, &moto, "ballast-semantics").start().await;
+    ranges_and_conditionals(&app).await;
+    hostile_names(&app).await;
+    renders(&app).await;
+    // 3 uploads of the range checks, 6 hostile names, 1 stored template and 2 rendered files,
+    // beside the readiness probe object: all under generated keys.
+    let keys = moto.keys("ballast-semantics").await;
+    let objects: Vec<&String> = keys.iter().filter(|k| !k.ends_with(".ballast-probe")).collect();
+    assert_eq!(objects.len(), 12, "{keys:?}");
+    for k in objects {
+        let name = k.rsplit('/').next().unwrap_or_default();
+        assert!(k.starts_with("tenant-data/") && name.len() == 32, "{k}");
+        assert!(name.bytes().all(|b| b.is_ascii_hexdigit()), "{k}");
+    }
+}
+
+#[tokio::test]
+async fn on_s3_storage_files_round_trip_range_digest_and_delete() {
+    let Some(moto) = Moto::start().await else { return };
+    moto.create_bucket("ballast-files").await;
+    let db = TestDb::create(&admin_url()).await;
+    let app = on_s3(&db, &moto, "ballast-files").env("MAX_UPLOAD_BYTES", "24MiB").start().await;
     assert_eq!(app.get("/health/ready").await.status(), 200);
     let token = app.token("alice", None).await;
     let gen = Arc::new(Generated::new());
