@@ -9,7 +9,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument;
 
+use crate::config::LogFormat;
 use crate::http::client_ip::{self, ClientIp};
 use crate::http::error::ErrorNote;
 use crate::http::middleware::headers;
@@ -63,8 +65,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let is_docs = req.uri().path() == "/docs";
     let req_query = req.uri().query().map(redact::redact_query);
 
-    // No tracing span: the JSON formatter takes trace_id, request_id, method and route of every
-    // line logged inside the request from this context, which costs nothing when nothing logs.
+    // The JSON formatter takes trace_id, request_id, method and route of every line logged
+    // inside the request from this context: no span whose fields are formatted per request.
     let ctx = Arc::new(RequestContext {
         trace_id,
         span_id: context::new_span_id(),
@@ -74,7 +76,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         path: req.uri().path().to_string(),
         user: OnceLock::new(),
     });
-    let mut resp = context::CURRENT.scope(ctx.clone(), next.run(req)).await;
+    // Human-readable logs have no such formatter: there a span carries the ids.
+    let span = match state.settings.log_format {
+        LogFormat::Pretty => tracing::info_span!(
+            "request", trace_id = %ctx.trace_id, request_id = %ctx.request_id, method = %ctx.method, route = %ctx.route
+        ),
+        LogFormat::Json => tracing::Span::none(),
+    };
+    let mut resp = context::CURRENT.scope(ctx.clone(), next.run(req).instrument(span)).await;
 
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
