@@ -93,8 +93,21 @@ async fn metrics_expose_the_contracted_series_with_route_templates() {
     let db = TestDb::create(&admin_url()).await;
     let app = Spawn::serve(&db).start().await;
     app.get("/health/ready").await;
+    app.get("/health/ready").await;
     app.get("/does/not/exist").await;
+    for invented in ["FROBNICATE", "X-CARDINALITY-1", "X-CARDINALITY-2"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).expect("token");
+        let resp = app.client.request(method, app.url("/health/live")).send().await.expect("request");
+        assert_eq!(resp.status(), 405, "{invented}");
+    }
     let text = app.metrics().await;
+    assert_eq!(
+        metric_sum(&text, "http_requests_total", &[("route", "/health/ready"), ("status", "200")]),
+        2.0,
+        "counted through the cached handles:\n{text}"
+    );
+    assert!(text.contains("http_requests_total{method=\"other\",route=\"/health/live\",status=\"405\"} 3"), "{text}");
+    assert!(!text.contains("FROBNICATE") && !text.contains("X-CARDINALITY"), "invented methods never become labels");
     for series in [
         "http_requests_total{method=\"GET\",route=\"/health/ready\",status=\"200\"}",
         "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"}",

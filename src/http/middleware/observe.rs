@@ -2,7 +2,7 @@
 //! the security headers of every response. Everything inside (errors, auth, handlers, log
 //! lines) sees the ids through `telemetry::context`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::config::LogFormat;
 use crate::http::client_ip::{self, ClientIp};
 use crate::http::error::ErrorNote;
-use crate::http::middleware::headers;
+use crate::http::middleware::{headers, red};
 use crate::metrics as m;
 use crate::state::AppState;
 use crate::telemetry::context::{self, RequestContext};
@@ -26,15 +26,16 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Decrements the in-flight gauge even when the request future is dropped mid-way.
 struct InFlight;
+static IN_FLIGHT: LazyLock<metrics::Gauge> = LazyLock::new(|| metrics::gauge!(m::HTTP_IN_FLIGHT));
 impl InFlight {
     fn new() -> Self {
-        metrics::gauge!(m::HTTP_IN_FLIGHT).increment(1.0);
+        IN_FLIGHT.increment(1.0);
         InFlight
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(m::HTTP_IN_FLIGHT).decrement(1.0);
+        IN_FLIGHT.decrement(1.0);
     }
 }
 
@@ -63,6 +64,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let request_size =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
     let is_docs = req.uri().path() == "/docs";
+    let method_label = red::method_label(req.method());
     let req_query = req.uri().query().map(redact::redact_query);
 
     // The JSON formatter takes trace_id, request_id, method and route of every line logged
@@ -96,13 +98,14 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             .unwrap_or(0)
     });
     let RequestContext { trace_id, request_id, method, route, span_id, user, .. } = &*ctx;
-    let labels = [("method", method.clone()), ("route", route.clone()), ("status", status.to_string())];
-    metrics::counter!(m::HTTP_REQUESTS_TOTAL, &labels).increment(1);
-    metrics::histogram!(m::HTTP_REQUEST_DURATION, &labels).record(elapsed.as_secs_f64());
-    if let Some(size) = request_size {
-        metrics::histogram!(m::HTTP_REQUEST_SIZE, "route" => route.clone()).record(size);
-    }
-    metrics::histogram!(m::HTTP_RESPONSE_SIZE, "route" => route.clone()).record(bytes_out as f64);
+    red::record(&red::Sample {
+        method: method_label,
+        route,
+        status,
+        seconds: elapsed.as_secs_f64(),
+        request_size,
+        response_size: bytes_out as f64,
+    });
 
     let error = resp.extensions().get::<ErrorNote>().map(|n| n.0.clone());
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
