@@ -276,6 +276,20 @@ PY
   fi
   stop_pid "$RL_PID" TERM 30
 
+  # 2b. The limiter alone: a policy of 1/min with burst 1, so after the first request every one
+  # is decided in Redis and refused (429) before any database work — JWT verify, one EVALSHA,
+  # a problem body. Its rps against Redis's own EVALSHA ceiling says whether the limiter is
+  # bound by Redis or by the app (the route above is bound by its database read).
+  if [ -s "$RUN_DIR/rl.metrics" ]; then
+    log "2b. limiter only: every request decided and refused by Redis (policy 1/min, burst 1)"
+    ballast_start RLX "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=true \
+      "${LIMITER_HIGH[@]}" RATE_LIMIT_DEFAULT_PER_MINUTE=1 RATE_LIMIT_DEFAULT_BURST=1
+    SERVER_PIDS=("$RLX_PID")
+    wait_for_http "http://$RLX_HTTP/health/ready" 20 || die "ballast not ready"
+    record http.ballast_limiter_only "$(wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+    stop_pid "$RLX_PID" TERM 30
+  fi
+
   # The project's own limiter script when the tree has one, else the stand-in; one identity,
   # one key, as the wrk run above (a single bearer token) hits one key.
   GCRA_LUA="$ROOT/src/ratelimit/gcra.lua"

@@ -130,6 +130,17 @@ def main():
             p(f"  app with limiter / redis ceiling: × {fmt(lim['ratio_app_redis'], 3)}")
         else:
             p("  app/redis ratio: skipped (no limiter in this build)")
+    only = r.get("http.ballast_limiter_only")
+    if only:
+        lim["limiter_only"] = only
+        refused = only.get("non_2xx_3xx", 0)
+        line = (f"  limiter only (policy 1/min: every request decided in Redis and refused, no database):"
+                f" {fmt(only['rps'], 0)} rps, p50 {fmt(only['p50_ms'], 2)} ms, p99 {fmt(only['p99_ms'], 2)} ms,"
+                f" server CPU {only.get('server_cpu_us_per_item')} µs/req, {fmt(refused, 0)} of {fmt(only['requests'], 0)} answered 429")
+        p(line)
+        if redis:
+            lim["ratio_limiter_only_redis"] = ratio(only["rps"], redis["rps"])
+            p(f"  limiter only / redis ceiling: × {fmt(lim['ratio_limiter_only_redis'], 3)}")
     out["limiter"] = lim
     p("")
 
