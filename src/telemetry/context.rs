@@ -30,7 +30,7 @@ pub fn current() -> Option<Arc<RequestContext>> {
 }
 
 pub fn current_trace_id() -> Option<String> {
-    CURRENT.try_with(|c| c.trace_id.clone()).ok()
+    with_current(|c| c.trace_id.clone())
 }
 
 /// Runs `f` with the current request's context, without cloning it.
@@ -38,16 +38,18 @@ pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
     CURRENT.try_with(|c| f(c)).ok()
 }
 
-pub fn new_trace_id() -> String {
-    let mut buf = [0u8; 16];
+fn random_hex<const N: usize>() -> String {
+    let mut buf = [0u8; N];
     rand::thread_rng().fill_bytes(&mut buf);
     hex::encode(buf)
 }
 
+pub fn new_trace_id() -> String {
+    random_hex::<16>()
+}
+
 pub fn new_span_id() -> String {
-    let mut buf = [0u8; 8];
-    rand::thread_rng().fill_bytes(&mut buf);
-    hex::encode(buf)
+    random_hex::<8>()
 }
 
 /// Parses `traceparent` (version 00): returns the trace id when the header is well formed
@@ -75,18 +77,9 @@ pub fn sanitize_request_id(value: &str) -> Option<String> {
     ok.then(|| value.to_string())
 }
 
-/// A UUIDv7 (time-ordered, so ids sort by arrival) from the thread-local generator: the
-/// `uuid` crate's own `now_v7` asks the kernel for randomness on every call.
+/// A UUIDv7: time-ordered, so request ids sort by arrival.
 pub fn new_request_id() -> String {
-    new_uuid_v7().to_string()
-}
-
-pub fn new_uuid_v7() -> uuid::Uuid {
-    let millis =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut random = [0u8; 10];
-    rand::thread_rng().fill_bytes(&mut random);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+    uuid::Uuid::now_v7().to_string()
 }
 
 #[cfg(test)]
@@ -107,12 +100,12 @@ mod tests {
     #[test]
     fn request_ids_are_version_7_and_carry_the_current_time() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        let id = new_uuid_v7();
+        let id: uuid::Uuid = new_request_id().parse().expect("a uuid");
         assert_eq!(id.get_version_num(), 7);
         assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
         let (secs, _) = id.get_timestamp().expect("v7 has a timestamp").to_unix();
         assert!(secs.abs_diff(now) <= 1, "timestamp {secs} vs now {now}");
-        assert_ne!(new_uuid_v7(), new_uuid_v7());
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]
