@@ -12,10 +12,8 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)/common.sh"
 
 ensure_apt nginx openssl gettext-base:envsubst python3
 
-NGINX_DIR="$BALLAST_ROOT/nginx"
-# The variables the templates may use; everything else ($host, $remote_addr...) is nginx's.
-TEMPLATE_VARS=(BALLAST_UPSTREAM NGINX_SERVER_NAME NGINX_MAX_BODY_SIZE NGINX_HTTP_PORT
-  NGINX_HTTPS_PORT NGINX_STATUS_PORT NGINX_CERT_DIR NGINX_ACME_ROOT NGINX_TEMP_DIR NGINX_RESOLVER)
+# shellcheck source=scripts/lib/nginx.sh
+source "$BALLAST_ROOT/scripts/lib/nginx.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ballast-nginx-check.XXXXXX")"
 cleanup() { rm -rf "$WORK"; }
@@ -29,22 +27,6 @@ bad() { FAILED=$((FAILED + 1)); printf 'FAIL %s\n' "$*"; }
 check() { # check "description" command...
   local what="$1"; shift
   if "$@"; then ok "$what"; else bad "$what"; fi
-}
-
-# render DIR: a complete nginx prefix in DIR (main conf, mime.types, rendered conf.d, cert).
-# The caller exports the template variables first.
-render() {
-  local dir="$1" tpl rel out list=""
-  mkdir -p "$dir/conf.d" "$dir/certs" "$dir/acme" "$dir/temp"
-  cp "$NGINX_DIR/nginx.conf" "$dir/nginx.conf"
-  cp /etc/nginx/mime.types "$dir/mime.types"
-  local v; for v in "${TEMPLATE_VARS[@]}"; do list+="\${$v} "; done
-  while IFS= read -r tpl; do
-    rel="${tpl#"$NGINX_DIR/templates/"}"
-    out="$dir/conf.d/${rel%.template}"
-    mkdir -p "$(dirname "$out")"
-    envsubst "$list" <"$tpl" >"$out"
-  done < <(find "$NGINX_DIR/templates" -type f -name '*.template' | sort)
 }
 
 selfsigned() { # selfsigned DIR: server.crt + server.key for localhost, valid 2 days
@@ -95,7 +77,7 @@ for profile in "${profiles[@]}"; do
   export BALLAST_UPSTREAM="${PROFILE_UPSTREAM[$profile]}" NGINX_SERVER_NAME="${PROFILE_NAME[$profile]}"
   export NGINX_MAX_BODY_SIZE=100m NGINX_HTTP_PORT="$http" NGINX_HTTPS_PORT="$https" NGINX_STATUS_PORT="$status"
   export NGINX_CERT_DIR="$dir/certs" NGINX_ACME_ROOT="$dir/acme" NGINX_TEMP_DIR="$dir/temp" NGINX_RESOLVER=127.0.0.1
-  render "$dir"
+  nginx_render "$dir"
   if [ "$profile" = gencerts ]; then
     if "$BALLAST_ROOT/scripts/gen-certs.sh" --dir "$dir/secrets" --domain api.example.com >"$dir/gen-certs.out" 2>&1 \
       && cp "$dir/secrets/tls/server.crt" "$dir/secrets/tls/server.key" "$dir/certs/"; then

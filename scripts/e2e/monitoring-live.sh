@@ -19,6 +19,8 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)/common.sh"
+# shellcheck source=scripts/lib/nginx.sh
+source "$BALLAST_ROOT/scripts/lib/nginx.sh"
 cd "$BALLAST_ROOT"
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -99,25 +101,17 @@ log "ballast serve on :$P_API (management :$M_API), worker management :$M_WRK"
 # nginx from the repository's templates (as scripts/e2e/nginx.sh runs it), in front of the API;
 # only its internal stub_status listener matters here (nginx-exporter reads it).
 NG="$TMP/nginx"
-mkdir -p "$NG/conf.d" "$NG/certs" "$NG/acme" "$NG/temp"
 chmod 755 "$TMP"
-cp nginx/nginx.conf "$NG/nginx.conf"
-cp /etc/nginx/mime.types "$NG/mime.types"
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
-  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-  -keyout "$NG/certs/server.key" -out "$NG/certs/server.crt" >/dev/null 2>&1
 (
   export BALLAST_UPSTREAM="127.0.0.1:$P_API" NGINX_SERVER_NAME=_ NGINX_MAX_BODY_SIZE=100m
   export NGINX_HTTP_PORT="127.0.0.1:$P_NG_HTTP" NGINX_HTTPS_PORT="127.0.0.1:$P_NG_HTTPS"
   export NGINX_STATUS_PORT="127.0.0.1:$P_NG_STATUS" NGINX_CERT_DIR="$NG/certs" NGINX_ACME_ROOT="$NG/acme"
   export NGINX_TEMP_DIR="$NG/temp" NGINX_RESOLVER=127.0.0.1
-  # shellcheck disable=SC2016 # the list of names envsubst may replace, literally
-  subst='${BALLAST_UPSTREAM} ${NGINX_SERVER_NAME} ${NGINX_MAX_BODY_SIZE} ${NGINX_HTTP_PORT} ${NGINX_HTTPS_PORT} ${NGINX_STATUS_PORT} ${NGINX_CERT_DIR} ${NGINX_ACME_ROOT} ${NGINX_TEMP_DIR} ${NGINX_RESOLVER}'
-  for tpl in nginx/templates/*.template; do
-    out="$NG/conf.d/$(basename "${tpl%.template}")"
-    envsubst "$subst" <"$tpl" >"$out"
-  done
+  nginx_render "$NG"
 )
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$NG/certs/server.key" -out "$NG/certs/server.crt" >/dev/null 2>&1
 ng_globals="pid $NG/nginx.pid; daemon off;"
 if [ "$(id -u)" -eq 0 ]; then ng_globals+=" user nobody $(id -gn nobody);"; fi
 ng_args=(-p "$NG/" -c "$NG/nginx.conf" -g "$ng_globals")

@@ -22,9 +22,8 @@ BIN="$(ballast_bin)"
 [ -x "$BIN" ] || die "ballast binary not found at $BIN (build it, or set BALLAST_BIN)"
 E2E_TIMEOUT_SECS="${E2E_TIMEOUT_SECS:-300}"
 
-NGINX_DIR="$BALLAST_ROOT/nginx"
-TEMPLATE_VARS=(BALLAST_UPSTREAM NGINX_SERVER_NAME NGINX_MAX_BODY_SIZE NGINX_HTTP_PORT
-  NGINX_HTTPS_PORT NGINX_STATUS_PORT NGINX_CERT_DIR NGINX_ACME_ROOT NGINX_TEMP_DIR NGINX_RESOLVER)
+# shellcheck source=scripts/lib/nginx.sh
+source "$BALLAST_ROOT/scripts/lib/nginx.sh"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ballast-nginx-e2e.XXXXXX")"
 chmod 755 "$WORK"               # nginx workers (user nobody when we are root) read the webroot
@@ -126,18 +125,11 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
 # to our variables) and runs Debian's nginx on DIR as prefix, in the foreground of a
 # background job: JSON access log (stdout) → DIR/access.log, errors → DIR/error.log.
 start_nginx() {
-  local dir="$1" v tpl rel out subst="" globals
-  mkdir -p "$dir/conf.d" "$dir/acme/.well-known/acme-challenge" "$dir/temp"
-  cp "$NGINX_DIR/nginx.conf" "$dir/nginx.conf"
-  cp /etc/nginx/mime.types "$dir/mime.types"
+  local dir="$1" globals
   export BALLAST_UPSTREAM="$2" NGINX_SERVER_NAME="ballast.test localhost" NGINX_MAX_BODY_SIZE=100m
   export NGINX_HTTP_PORT="127.0.0.1:$3" NGINX_HTTPS_PORT="127.0.0.1:$4" NGINX_STATUS_PORT="127.0.0.1:$5"
   export NGINX_CERT_DIR="$WORK/certs" NGINX_ACME_ROOT="$dir/acme" NGINX_TEMP_DIR="$dir/temp" NGINX_RESOLVER=127.0.0.1
-  for v in "${TEMPLATE_VARS[@]}"; do subst+="\${$v} "; done
-  while IFS= read -r tpl; do
-    rel="${tpl#"$NGINX_DIR/templates/"}"; out="$dir/conf.d/${rel%.template}"
-    mkdir -p "$(dirname "$out")"; envsubst "$subst" <"$tpl" >"$out"
-  done < <(find "$NGINX_DIR/templates" -type f -name '*.template')
+  nginx_render "$dir"
   globals="pid $dir/nginx.pid; daemon off;"
   # As root, workers run as nobody (the master keeps root only to bind and read the key).
   if [ "$(id -u)" -eq 0 ]; then globals+=" user nobody $(id -gn nobody);"; fi
