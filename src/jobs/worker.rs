@@ -234,12 +234,7 @@ async fn completer(
         while batch.len() < MAX_BATCH {
             tokio::task::yield_now().await;
             let before = batch.len();
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(o) => batch.push(o),
-                    Err(_) => break,
-                }
-            }
+            batch.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(MAX_BATCH - before));
             if batch.len() == before {
                 break;
             }
