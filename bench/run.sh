@@ -323,21 +323,24 @@ if { want jobs || want e2e; } && [ -n "$INFRA_CPU" ]; then
   record env.jobs_pinning '"ballast and Postgres on all cores; wrk on cpu '"$CLIENT_CPU"'"'
 fi
 
+# Every jobs process: the bench's pool shape, no rate limiting (it is measured in section 2).
+JOB_ENV=("WORKER_CONCURRENCY=$WORKER_CONC" "JOB_CLAIM_BATCH=$CLAIM_BATCH" "RATE_LIMIT_ENABLED=false")
+# wait_drained SECONDS: until no job is queued or running (cheap: both are partial indexes).
+wait_drained() {
+  local deadline=$(( $(date +%s) + $1 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    [ "$(psql_q "$DB_URL" "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'))")" = f ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 # ---------------------------------------------------------------- 3a. burn-down
 if want jobs; then
   seed_jobs() {
     psql "$DB_URL" -qAtX -v ON_ERROR_STOP=1 -c "TRUNCATE jobs" \
       -c "INSERT INTO jobs (id, tenant, kind, payload) SELECT gen_random_uuid(), 'bench', 'noop', '{}'::jsonb FROM generate_series(1, $JOBS_N)" \
       -c "VACUUM ANALYZE jobs" >/dev/null
-  }
-  # wait_drained SECONDS: until no job is queued or running (cheap: both are partial indexes).
-  wait_drained() {
-    local deadline=$(( $(date +%s) + $1 ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-      [ "$(psql_q "$DB_URL" "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'))")" = f ] && return 0
-      sleep 0.05
-    done
-    return 1
   }
   # burn_stats WALL_MS PROCESSES: what the database says about the run that just drained.
   burn_stats() {
@@ -350,7 +353,6 @@ if want jobs; then
         'wall_ms', $1, 'processes', $2, 'concurrency', $WORKER_CONC, 'claim_batch', $CLAIM_BATCH)
       FROM jobs"
   }
-  JOB_ENV=("WORKER_CONCURRENCY=$WORKER_CONC" "JOB_CLAIM_BATCH=$CLAIM_BATCH" "RATE_LIMIT_ENABLED=false")
 
   log "3a. the queue's SQL alone (bench/sql/queue-ceiling.sql, batch $CLAIM_BATCH): Postgres's own ceiling"
   seed_jobs

@@ -80,6 +80,7 @@ impl Application {
 
         let verifier = Verifier::new(&settings.auth);
         let limiter = crate::ratelimit::Limiter::new(&settings.rate_limit, redis.clone());
+        let enqueuer = crate::jobs::enqueuer::Enqueuer::spawn(db.clone());
         let state = AppState(Arc::new(App {
             settings,
             db,
@@ -91,6 +92,7 @@ impl Application {
             verifier,
             limiter,
             workers: Arc::new(WorkerStats::default()),
+            enqueuer,
             started_at,
             started_wall,
         }));

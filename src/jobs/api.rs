@@ -150,8 +150,7 @@ pub async fn create_job(
     headers: HeaderMap,
     Json(body): Json<CreateJob>,
 ) -> ApiResult<Response> {
-    let registry = Registry::builtin();
-    registry.validate(&body.kind, &body.payload).map_err(ApiError::unprocessable)?;
+    Registry::shared().validate(&body.kind, &body.payload).map_err(ApiError::unprocessable)?;
     storable(&body.payload).map_err(ApiError::unprocessable)?;
     let priority = body.priority.unwrap_or(0);
     if !(-100..=100).contains(&priority) {
@@ -187,7 +186,7 @@ pub async fn create_job(
         request_hash: request_hash.clone(),
         trace_id: context::current_trace_id(),
     };
-    match queue::enqueue(&state.db, new).await? {
+    match state.enqueuer.enqueue(new).await? {
         Enqueued::Created(job) => {
             metrics::counter!(m::JOBS_ENQUEUED, "kind" => job.kind.clone()).increment(1);
             tracing::info!(job_id = %job.id, kind = %job.kind, "job enqueued");

@@ -4,6 +4,7 @@
 //! A new kind is one file implementing [`JobKind`] plus one line in [`Registry::builtin`].
 
 pub mod api;
+pub mod enqueuer;
 pub mod kinds;
 pub mod maintenance;
 pub mod queue;
@@ -112,6 +113,12 @@ impl Registry {
             .register::<kinds::sleep::Sleep>()
             .register::<kinds::file_digest::FileDigest>()
             .register::<kinds::document_render::DocumentRender>()
+    }
+
+    /// The built-in registry, built once (request paths validate against it).
+    pub fn shared() -> &'static Registry {
+        static SHARED: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::builtin);
+        &SHARED
     }
 
     pub fn register<K: JobKind>(mut self) -> Self {

@@ -1,6 +1,8 @@
 //! All SQL touching the `jobs` table. Claims and completions work in batches: one
 //! `FOR UPDATE SKIP LOCKED` query claims up to a batch, one statement completes many.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -39,10 +41,12 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub request_hash: Option<String>,
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
 }
 
 const COLUMNS: &str = "id, tenant, kind, status, payload, priority, attempts, max_attempts, run_at, \
-     cancel_requested, result, last_error, trace_id, created_at, updated_at, started_at, finished_at, request_hash";
+     cancel_requested, result, last_error, trace_id, created_at, updated_at, started_at, finished_at, request_hash, idempotency_key";
 
 pub struct NewJob {
     pub tenant: String,
@@ -65,36 +69,69 @@ pub enum Enqueued {
 /// Inserts a job and wakes workers in one round trip: the NOTIFY rides in the INSERT's
 /// RETURNING, so it is delivered when that statement's own transaction commits. Only a replayed
 /// Idempotency-Key costs a second statement (a fresh snapshot that sees the original's commit).
-pub async fn enqueue(db: &PgPool, new: NewJob) -> Result<Enqueued, sqlx::Error> {
-    let inserted: Option<Job> = sqlx::query_as(&format!(
-        "INSERT INTO jobs (id, tenant, kind, payload, run_at, priority, max_attempts, idempotency_key, request_hash, trace_id) \
-         VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6, $7, $8, $9, $10) \
+pub async fn enqueue(db: &PgPool, new: &NewJob) -> Result<Enqueued, sqlx::Error> {
+    let mut out = enqueue_many(db, std::slice::from_ref(new)).await?;
+    out.pop().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Inserts many jobs in one statement and one commit (one NOTIFY), results in input order.
+/// Concurrent enqueues share it through [`super::enqueuer::Enqueuer`]: per job, a commit and a
+/// round trip cost Postgres several times what the row itself does. Keys replayed, including
+/// twice within the batch, come back as [`Enqueued::Existing`], read after the insert commits.
+pub async fn enqueue_many(db: &PgPool, jobs: &[NewJob]) -> Result<Vec<Enqueued>, sqlx::Error> {
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    let inserted: Vec<Job> = sqlx::query_as(&ENQUEUE_SQL)
+        .bind(&ids)
+        .bind(jobs.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| sqlx::types::Json(&j.payload)).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.priority).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.idempotency_key.as_deref()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.request_hash.as_deref()).collect::<Vec<_>>())
+        .bind(jobs.iter().map(|j| j.trace_id.as_deref()).collect::<Vec<_>>())
+        .bind(CHANNEL_ENQUEUED)
+        .fetch_all(db)
+        .await?;
+    let mut created: HashMap<Uuid, Job> = inserted.into_iter().map(|j| (j.id, j)).collect();
+    let mut out: Vec<Option<Enqueued>> = ids.iter().map(|id| created.remove(id).map(Enqueued::Created)).collect();
+
+    let replayed: Vec<&NewJob> = jobs.iter().zip(&out).filter(|(_, o)| o.is_none()).map(|(j, _)| j).collect();
+    if !replayed.is_empty() {
+        let originals: Vec<Job> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE (tenant, idempotency_key) IN \
+               (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+        ))
+        .bind(replayed.iter().map(|j| j.tenant.as_str()).collect::<Vec<_>>())
+        .bind(replayed.iter().map(|j| j.idempotency_key.as_deref()).collect::<Vec<_>>())
+        .fetch_all(db)
+        .await?;
+        for (slot, new) in out.iter_mut().zip(jobs) {
+            if slot.is_none() {
+                let original =
+                    originals.iter().find(|o| o.tenant == new.tenant && o.idempotency_key == new.idempotency_key);
+                *slot = original.cloned().map(Enqueued::Existing);
+            }
+        }
+    }
+    // A row neither inserted nor found: its original was deleted between the two statements.
+    out.into_iter().map(|o| o.ok_or(sqlx::Error::RowNotFound)).collect()
+}
+
+static ENQUEUE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO jobs (id, tenant, kind, payload, run_at, priority, max_attempts, \
+           idempotency_key, request_hash, trace_id) \
+         SELECT id, tenant, kind, payload, COALESCE(run_at, now()), priority, max_attempts, \
+           idempotency_key, request_hash, trace_id \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::int2[], \
+           $7::int4[], $8::text[], $9::text[], $10::text[]) \
+           AS t(id, tenant, kind, payload, run_at, priority, max_attempts, idempotency_key, request_hash, trace_id) \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {COLUMNS}, pg_notify($11, '') IS NULL AS notified"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&new.tenant)
-    .bind(&new.kind)
-    .bind(&new.payload)
-    .bind(new.run_at)
-    .bind(new.priority)
-    .bind(new.max_attempts)
-    .bind(&new.idempotency_key)
-    .bind(&new.request_hash)
-    .bind(&new.trace_id)
-    .bind(CHANNEL_ENQUEUED)
-    .fetch_optional(db)
-    .await?;
-    if let Some(job) = inserted {
-        return Ok(Enqueued::Created(job));
-    }
-    let job = sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND idempotency_key = $2"))
-        .bind(&new.tenant)
-        .bind(&new.idempotency_key)
-        .fetch_one(db)
-        .await?;
-    Ok(Enqueued::Existing(job))
-}
+    )
+});
 
 pub async fn get(db: &PgPool, tenant: &str, id: Uuid) -> Result<Option<Job>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM jobs WHERE tenant = $1 AND id = $2"))

@@ -89,7 +89,7 @@ pub fn start(state: AppState, concurrency: usize) -> WorkerPool {
     }
     tracing::info!(worker_id, concurrency, "worker pool started");
 
-    let wake = Arc::new(Notify::new());
+    let wake = state.enqueuer.wake();
     let capacity = Arc::new(Notify::new());
     let (tx, rx) = mpsc::unbounded_channel::<Outcome>();
     pool.completer =

@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use ballast::jobs::enqueuer::Enqueuer;
+use ballast::jobs::queue::{self, Enqueued, NewJob};
+
 use crate::helpers::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -149,6 +152,103 @@ async fn idempotency_keys_return_the_original_job_and_refuse_a_different_body() 
     let pool = db.pool().await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
     assert_eq!(count, 2);
+}
+
+fn new_job(tenant: &str, key: Option<&str>, hash: Option<&str>, payload: serde_json::Value) -> NewJob {
+    NewJob {
+        tenant: tenant.into(),
+        kind: "noop".into(),
+        payload,
+        run_at: None,
+        priority: 0,
+        max_attempts: 3,
+        idempotency_key: key.map(Into::into),
+        request_hash: hash.map(Into::into),
+        trace_id: None,
+    }
+}
+
+#[tokio::test]
+async fn one_batched_insert_answers_each_enqueue_as_its_own_including_keys_replayed_within_it() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await; // migrates
+    let pool = db.pool().await;
+    let batch = [
+        new_job("alice", None, None, json!({})),
+        new_job("alice", Some("k1"), Some("h1"), json!({})),
+        new_job("alice", Some("k1"), Some("h1"), json!({})), // a retry inside the same batch
+        new_job("alice", Some("k1"), Some("h2"), json!({})), // the key reused with another body
+        new_job("bob", Some("k1"), Some("h1"), json!({})),   // keys are per tenant
+    ];
+    let out = queue::enqueue_many(&pool, &batch).await.expect("batch");
+    let (created, existing): (Vec<_>, Vec<_>) = out.iter().partition(|e| matches!(e, Enqueued::Created(_)));
+    assert_eq!((created.len(), existing.len()), (3, 2));
+    let job = |e: &Enqueued| match e {
+        Enqueued::Created(j) | Enqueued::Existing(j) => j.clone(),
+    };
+    let jobs: Vec<_> = out.iter().map(job).collect();
+    assert!(matches!(out[0], Enqueued::Created(_)) && matches!(out[1], Enqueued::Created(_)));
+    assert!(matches!(out[4], Enqueued::Created(_)), "bob's k1 is his own");
+    assert_eq!(jobs[2].id, jobs[1].id, "the replay gets the original");
+    assert_eq!(jobs[3].id, jobs[1].id);
+    assert_eq!(jobs[3].request_hash.as_deref(), Some("h1"), "the original's hash, so the API answers 409");
+    assert_eq!((jobs[0].tenant.as_str(), jobs[4].tenant.as_str()), ("alice", "bob"), "answers in input order");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(stored, 3);
+    let commits: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT created_at) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(commits, 1, "one statement, one transaction");
+}
+
+#[tokio::test]
+async fn a_row_postgres_refuses_fails_only_its_own_enqueue_not_the_batch_it_shared() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let pool = db.pool().await;
+    let enqueuer = Enqueuer::spawn(pool.clone());
+    // All three are handed over before the batching task first runs (one thread): one batch.
+    let (a, bad, c) = tokio::join!(
+        enqueuer.enqueue(new_job("alice", None, None, json!({"n": 1}))),
+        enqueuer.enqueue(new_job("alice", None, None, json!({"nul": "\u{0}"}))),
+        enqueuer.enqueue(new_job("alice", None, None, json!({"n": 3}))),
+    );
+    assert!(matches!(a, Ok(Enqueued::Created(_))) && matches!(c, Ok(Enqueued::Created(_))));
+    match bad {
+        Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("22P05"), "{e}"),
+        other => panic!("expected jsonb's refusal, got {:?}", other.map(|_| ())),
+    }
+    let stored: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM jobs ORDER BY id").fetch_all(&pool).await.expect("rows");
+    assert_eq!(stored, vec![json!({"n": 1}), json!({"n": 3})]);
+}
+
+#[tokio::test]
+async fn concurrent_enqueues_share_commits_and_every_client_gets_its_own_job() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").env("RATE_LIMIT_ENABLED", "false").start().await;
+    let token = app.token("alice", None).await;
+    let posts = (0..300).map(|i| {
+        let req = app.client.post(app.url("/api/v1/jobs")).bearer_auth(&token);
+        // Every third request replays a key another request uses too.
+        let req = if i % 3 == 0 { req.header("idempotency-key", format!("k{}", i % 30)) } else { req };
+        async move {
+            let r = req.json(&json!({"kind": "noop", "payload": {}})).send().await.expect("POST");
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.expect("json")["id"].as_str().map(String::from))
+        }
+    });
+    let answers = futures::future::join_all(posts).await;
+    let accepted: std::collections::BTreeSet<_> =
+        answers.iter().filter(|(c, _)| *c == 202).filter_map(|(_, id)| id.clone()).collect();
+    let replayed = answers.iter().filter(|(c, _)| *c == 200).count();
+    assert_eq!(answers.iter().filter(|(c, _)| *c == 202).count(), 200 + 10, "{answers:?}");
+    assert_eq!(accepted.len(), 210, "every 202 names a job of its own");
+    assert_eq!(replayed, 90);
+    let pool = db.pool().await;
+    let (rows, commits): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT created_at) FROM jobs").fetch_one(&pool).await.expect("count");
+    assert_eq!(rows, 210);
+    assert!(commits < rows, "300 concurrent enqueues in {commits} commits: none shared one");
 }
 
 #[tokio::test]
