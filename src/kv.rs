@@ -1,10 +1,13 @@
-//! Redis pool. Redis is optional unless `REDIS_REQUIRED`: every call is bounded by
-//! `REDIS_TIMEOUT_MS`, so a hung Redis costs a request at most that long.
+//! Redis pool, plus one multiplexed connection for the per-request limiter calls. Redis is
+//! optional unless `REDIS_REQUIRED`: every call is bounded by `REDIS_TIMEOUT_MS`, so a hung
+//! Redis costs a request at most that long.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::MultiplexedConnection;
 use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
@@ -14,6 +17,11 @@ pub struct Redis {
     pub pool: Pool,
     pub timeout: Duration,
     pub prefix: String,
+    client: redis::Client,
+    /// Shared by every request: commands issued together leave in one write and their
+    /// replies come back in one read, so Redis and the kernel see a pipeline, not N sockets.
+    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Redis {
@@ -26,7 +34,39 @@ impl Redis {
             Timeouts { wait: Some(settings.timeout), create: Some(settings.timeout), recycle: Some(settings.timeout) };
         cfg.pool = Some(pool_cfg);
         let pool = cfg.create_pool(Some(Runtime::Tokio1)).context("building the redis pool from REDIS_URL")?;
-        Ok(Some(Redis { pool, timeout: settings.timeout, prefix: settings.key_prefix.clone() }))
+        let client = redis::Client::open(url.expose_secret()).context("parsing REDIS_URL")?;
+        Ok(Some(Redis {
+            pool,
+            timeout: settings.timeout,
+            prefix: settings.key_prefix.clone(),
+            client,
+            shared: Arc::default(),
+            connecting: Arc::default(),
+        }))
+    }
+
+    fn cached(&self) -> Option<MultiplexedConnection> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The shared connection, connecting once if there is none (callers bound the wait).
+    pub async fn multiplexed(&self) -> anyhow::Result<MultiplexedConnection> {
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let conn = self.client.get_multiplexed_async_connection().await.context("connecting to redis")?;
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the shared connection after a failure or time-out: the next call reconnects
+    /// instead of queueing behind a socket that may be dead or wedged.
+    pub fn drop_multiplexed(&self) {
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// One PING, bounded by `timeout`; returns the round-trip time.

@@ -137,14 +137,23 @@ impl Limiter {
         let key = redis.key(&["rl", policy.as_str(), identity]);
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
         let call = async {
-            let mut conn = redis.pool.get().await?;
+            let mut conn = redis.multiplexed().await?;
             let r: (i64, i64, i64, i64) =
-                self.script.key(key).arg(interval_us).arg(rate.burst).invoke_async(&mut *conn).await?;
+                self.script.key(key).arg(interval_us).arg(rate.burst).invoke_async(&mut conn).await?;
             anyhow::Ok(r)
         };
-        let (allowed, remaining, retry_ms, reset_ms) = tokio::time::timeout(redis.timeout, call)
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {:?} (REDIS_TIMEOUT_MS)", redis.timeout))??;
+        let answer = match tokio::time::timeout(redis.timeout, call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                redis.drop_multiplexed();
+                return Err(e);
+            }
+            Err(_) => {
+                redis.drop_multiplexed();
+                anyhow::bail!("no answer within {:?} (REDIS_TIMEOUT_MS)", redis.timeout);
+            }
+        };
+        let (allowed, remaining, retry_ms, reset_ms) = answer;
         Ok(Decision {
             policy,
             rate,

@@ -446,7 +446,19 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
-        let port = free_port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Kills this Redis and starts a new, empty one on the same port (clients' sockets die).
+    pub async fn restart(mut self) -> PrivateRedis {
+        let port = self.port;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop(self);
+        Self::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> PrivateRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())

@@ -159,6 +159,30 @@ async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_
 }
 
 #[tokio::test]
+async fn a_restarted_redis_is_reconnected_and_decides_again() {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create(&admin_url()).await;
+    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).start().await;
+    let token = app.token("alice", None).await;
+    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
+    assert_eq!(hammer(&app, &token, 3).await.0, 3);
+    assert_eq!(allowed(&app.metrics().await), 3.0, "decided by redis");
+
+    // The shared connection's socket dies with the old server.
+    let _redis = redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = allowed(&app.metrics().await);
+        assert_eq!(hammer(&app, &token, 1).await.0, 1, "answered meanwhile (fallback)");
+        if allowed(&app.metrics().await) > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the limiter never reconnected to the restarted redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
 async fn health_and_metrics_are_never_rate_limited() {
     let db = TestDb::create(&admin_url()).await;
     let app = limited(&db, 1, 1).env("RATE_LIMIT_IP_PER_SECOND", "1").env("RATE_LIMIT_IP_BURST", "1").start().await;
