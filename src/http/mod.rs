@@ -44,14 +44,13 @@ pub fn public_router(state: AppState) -> Router {
 
     // Layer order, outermost first (a request walks down this list, the response back up):
     // 1. observe: trace/request ids, access log, RED metrics and the security headers — sees
-    //    every outcome, so even errors and panics carry them;
+    //    every outcome, so even errors, sheds, time-outs and panics carry them; inside it,
+    //    load shedding before any work is done, then the request deadline;
     // 2. panics become 500 problems (the worker thread survives, nothing leaks);
-    // 3. load shedding before any work is done, then the request deadline;
-    // 4. CORS; 5. compression; 6. the JSON body limit (uploads lift it on their own route).
+    // 3. CORS; 4. compression; 5. the JSON body limit (uploads lift it on their own route).
     let stack = ServiceBuilder::new()
-        .layer(from_fn_with_state(state.clone(), middleware::observe::observe))
+        .layer(middleware::observe::ObserveLayer::new(state.clone(), limits))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(from_fn_with_state(limits, middleware::limits::limits))
         .layer(tower::util::option_layer(cors(&s.cors_origins)))
         .layer(middleware::compress::NegotiatedCompressionLayer::new(compression))
         .layer(DefaultBodyLimit::max(s.max_json_body));

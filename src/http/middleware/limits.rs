@@ -1,11 +1,11 @@
 //! Load shedding and the request deadline, answered as problems rather than bare statuses.
-//! One layer for both: each layer of its own would cost a boxed service and future per request.
+//! Run by `observe` around everything inside it: a layer of their own would cost a boxed
+//! service, a boxed future and a clone of the inner stack per request.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
@@ -19,20 +19,26 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// At most `MAX_CONCURRENT_REQUESTS` run; the next one gets a fast 503 instead of a queue.
-/// Requests taking longer than `REQUEST_TIMEOUT_SECS` are answered 408. Uploads are exempt
-/// from the deadline: 100 MiB from a slow client may rightly take minutes; they are bounded
-/// by the body limit.
-pub async fn limits(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = limits.permits.try_acquire() else {
-        return ApiError::unavailable("the server is at capacity; retry shortly", 1).into_response();
-    };
-    if req.method() == axum::http::Method::POST && req.uri().path() == "/api/v1/files" {
-        return next.run(req).await;
-    }
-    let limit = limits.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::timeout(format!("the request took longer than {} s", limit.as_secs())).into_response(),
+impl Limits {
+    /// At most `MAX_CONCURRENT_REQUESTS` run; the next one gets a fast 503 instead of a queue,
+    /// before `start` does any work. Requests taking longer than `REQUEST_TIMEOUT_SECS` are
+    /// answered 408, except those `no_deadline` exempts (uploads: 100 MiB from a slow client
+    /// may rightly take minutes; the body limit bounds them).
+    pub async fn run<F, Fut>(&self, no_deadline: bool, start: F) -> Response
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        let Ok(_permit) = self.permits.try_acquire() else {
+            return ApiError::unavailable("the server is at capacity; retry shortly", 1).into_response();
+        };
+        if no_deadline {
+            return start().await;
+        }
+        let limit = self.request_timeout;
+        match tokio::time::timeout(limit, start()).await {
+            Ok(resp) => resp,
+            Err(_) => ApiError::timeout(format!("the request took longer than {} s", limit.as_secs())).into_response(),
+        }
     }
 }
