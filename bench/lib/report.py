@@ -100,6 +100,18 @@ def main():
           f" {fmt(row.get('ratio_rps'), 3):>7} {fmt(row.get('ratio_p50'), 2):>7} {fmt(row.get('ratio_p99'), 2):>7}"
           f" {fmt(w.get('server_cpu_us_per_item')):>10} {fmt(w.get('postgres_cpu_us_per_item')):>9}"
           f" {fmt(row.get('ratio_server_cpu_per_req'), 2):>6} {fmt(share(w), 0):>9}  {cpus(w)}")
+    rounds = r.get("http.rounds") or []
+    if rounds:
+        import statistics
+        rr = [ratio(x["ballast"]["rps"], x["bare"]["rps"]) for x in rounds]
+        cr = [ratio(x["ballast"].get("server_cpu_us_per_item"), x["bare"].get("server_cpu_us_per_item")) for x in rounds]
+        med = statistics.median(rr)
+        http["rounds"] = {"rps_ratios": rr, "cpu_ratios": cr, "median_rps_ratio": med,
+                          "median_cpu_ratio": statistics.median([c for c in cr if c]) if any(cr) else None,
+                          "target": 0.70, "meets_target": med >= 0.70, "raw": rounds}
+        p(f"  alternating rounds, ballast /health/live ÷ bare /json: rps × {', '.join(fmt(x, 3) for x in rr)}"
+          f" → median × {med:.3f} (server CPU × {fmt(http['rounds']['median_cpu_ratio'], 2)})"
+          f" — target ≥ 0.70: {'met' if med >= 0.70 else 'MISSED'}")
     out["http"] = http
     p("")
 
