@@ -432,7 +432,15 @@ if want e2e; then
       'finish_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2))
     FROM jobs"
   }
-  # Saturated (-c CONNS: capacity) and light (-c 4: latency without a queue in front).
+  # Paced (the target: a stated rate, ~5 500 offered, latency at that rate), saturated (-c
+  # CONNS: capacity; a queue fed faster than it drains grows, so its start latency there
+  # measures the backlog, not the wake-up) and light (-c 4: latency with nothing in front).
+  e2e="$(MEASURE_CONNS="${BENCH_PACED_CONNS:-112}" wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST \
+    'WRK_BODY={"kind":"noop","payload":{}}' "WRK_DELAY_MS=${BENCH_PACED_DELAY_MS:-16}")"
+  wait_drained 120 || die "end-to-end jobs (paced) did not drain within 120 s"
+  record jobs.e2e_paced_http "$e2e"
+  record jobs.e2e_paced "$(e2e_stats)"
+  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
   e2e="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
   wait_drained 120 || die "end-to-end jobs did not drain within 120 s"
   record jobs.e2e_http "$e2e"

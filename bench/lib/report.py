@@ -183,25 +183,28 @@ def main():
           f" cpu0/cpu1 busy {cpus(j)} %; CPU per job: ballast {j.get('server_cpu_us_per_item')} µs,"
           f" Postgres {j.get('postgres_cpu_us_per_item')} µs; × SQL ceiling {fmt(j.get('ratio_to_sql_ceiling'), 2)}"
           f" — target {JOBS_BURN_TARGET:,}: {'met' if j['meets_target'] else 'MISSED'}")
-    for key, label in (("e2e", f"-c{env.get('connections')}, saturated"), ("e2e_light", "-c4, light")):
+    for key, label in (("e2e_paced", "paced (each connection waits before each request)"),
+                       ("e2e", f"-c{env.get('connections')}, saturated"), ("e2e_light", "-c4, light")):
         e, w = r.get("jobs." + key), r.get("jobs." + key + "_http")
         if not (e and w):
             continue
         e = dict(e)
         e["enqueue"] = w
-        # The target is throughput under saturation; four connections cannot reach it, so the
-        # light run is judged on latency alone.
-        rate_ok = key == "e2e_light" or (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET
-        e["meets_target"] = rate_ok and (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
+        # The target (rate and latency together) is judged on the paced run; saturated and
+        # light runs show capacity and the unloaded wake-up, each against its own half.
+        rate_ok = (e.get("completed_per_s") or 0) >= JOBS_E2E_TARGET
+        lat_ok = (e.get("start_p50_ms") or 1e9) < JOBS_E2E_P50_TARGET_MS
+        e["meets_target"] = {"e2e_paced": rate_ok and lat_ok, "e2e": rate_ok, "e2e_light": lat_ok}[key]
         jobs[key] = e
         p(f"  end to end, wrk POST {label}: enqueue {fmt(w['rps'], 0)} req/s (p50 {fmt(w['p50_ms'], 2)} ms,"
           f" p99 {fmt(w['p99_ms'], 2)} ms, errors {errors(w)}, cpu0/cpu1 busy {cpus(w)} %,"
           f" CPU per job: ballast {w.get('server_cpu_us_per_item')} µs, Postgres {w.get('postgres_cpu_us_per_item')} µs)")
         p(f"      completed {fmt(e['completed_per_s'])} jobs/s; enqueue→started p50 {e['start_p50_ms']} ms, p99 {e['start_p99_ms']} ms;"
           f" enqueue→finished p50 {e['finish_p50_ms']} ms, p99 {e['finish_p99_ms']} ms; {fmt(e['succeeded'])}/{fmt(e['jobs'])} succeeded,"
-          f" duplicate attempts {e['duplicated_attempts']} — target"
-          f" {'' if key == 'e2e_light' else f'{JOBS_E2E_TARGET:,} jobs/s with '}p50 < {JOBS_E2E_P50_TARGET_MS} ms:"
-          f" {'met' if e['meets_target'] else 'MISSED'}")
+          f" duplicate attempts {e['duplicated_attempts']} — target "
+          + {"e2e_paced": f"{JOBS_E2E_TARGET:,} jobs/s with p50 < {JOBS_E2E_P50_TARGET_MS} ms",
+             "e2e": f"{JOBS_E2E_TARGET:,} jobs/s", "e2e_light": f"p50 < {JOBS_E2E_P50_TARGET_MS} ms"}[key]
+          + f": {'met' if e['meets_target'] else 'MISSED'}")
     out["jobs"] = jobs
     p("")
 

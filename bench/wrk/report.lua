@@ -3,9 +3,18 @@
 --   WRK_METHOD  GET (default) | POST
 --   WRK_BODY    request body (sent as application/json)
 --   WRK_TOKEN   bearer token for the Authorization header
+--   WRK_DELAY_MS  pause of each connection before each request: paces the load (a fixed
+--                 offered rate of about connections / (delay + latency)) instead of saturating
 local method = os.getenv("WRK_METHOD")
 local body = os.getenv("WRK_BODY")
 local token = os.getenv("WRK_TOKEN")
+
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if delay_ms then
+  function delay()
+    return delay_ms
+  end
+end
 
 wrk.method = method or "GET"
 if body and body ~= "" then

@@ -3,6 +3,7 @@
 //! written back in batches, and a heartbeat renews leases and picks up cancellations.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,12 +102,18 @@ pub fn start(state: AppState, concurrency: usize) -> WorkerPool {
         running.clone(),
         stop_background.clone(),
     )));
-    pool.tasks.push(tokio::spawn(dispatcher(
-        state,
-        worker_id,
-        concurrency,
-        Dispatch { wake, capacity, running, tx, job_tasks },
-    )));
+    let reserved = Arc::new(AtomicUsize::new(0));
+    for _ in 0..CLAIM_STREAMS {
+        let d = Dispatch {
+            wake: wake.clone(),
+            capacity: capacity.clone(),
+            running: running.clone(),
+            reserved: reserved.clone(),
+            tx: tx.clone(),
+            job_tasks: job_tasks.clone(),
+        };
+        pool.tasks.push(tokio::spawn(dispatcher(state.clone(), worker_id.clone(), concurrency, d)));
+    }
     pool
 }
 
@@ -114,12 +121,17 @@ struct Dispatch {
     wake: Arc<Notify>,
     capacity: Arc<Notify>,
     running: Running,
+    /// Slots promised to claims still in Postgres, so streams never claim past `concurrency`.
+    reserved: Arc<AtomicUsize>,
     tx: mpsc::UnboundedSender<Outcome>,
     job_tasks: Arc<tokio_util::task::TaskTracker>,
 }
 
 /// How long enqueue wake-ups arriving right after a claim are gathered into the next one.
 const COALESCE: Duration = Duration::from_millis(1);
+/// Claim statements a pool keeps in Postgres at once. With one, every claim waiting for CPU
+/// behind a stream of enqueues leaves the pool without new work; two overlap those waits.
+const CLAIM_STREAMS: usize = 2;
 
 async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: Dispatch) {
     let stop = state.lifecycle.stop_claiming.clone();
@@ -130,18 +142,30 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
         if stop.is_cancelled() {
             break;
         }
-        let free = concurrency.saturating_sub(lock(&d.running).len());
+        // Free slots are counted and reserved under the running map's lock, so two streams
+        // never both claim the same slots.
+        let want = {
+            let running = lock(&d.running);
+            let free = concurrency.saturating_sub(running.len() + d.reserved.load(Ordering::Relaxed));
+            let want = free.min(usize::try_from(s.claim_batch).unwrap_or(usize::MAX));
+            d.reserved.fetch_add(want, Ordering::Relaxed);
+            want
+        };
         let mut full_batch = false;
-        if free > 0 {
-            let want = (free as i64).min(s.claim_batch);
+        if want > 0 {
             last_claim = Instant::now();
-            match queue::claim(&state.db, &worker_id, want, s.lease).await {
-                Ok(jobs) => {
-                    full_batch = jobs.len() as i64 == want;
-                    for job in jobs {
-                        spawn_job(&state, &registry, &d, job);
-                    }
+            let claimed = queue::claim(&state.db, &worker_id, want as i64, s.lease).await;
+            if let Ok(jobs) = &claimed {
+                full_batch = jobs.len() == want;
+            }
+            let claimed = claimed.map(|jobs| {
+                for job in jobs {
+                    spawn_job(&state, &registry, &d, job);
                 }
+            });
+            d.reserved.fetch_sub(want, Ordering::Relaxed);
+            match claimed {
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming jobs failed; backing off");
                     tokio::select! {
@@ -152,7 +176,7 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
                 }
             }
         }
-        let at_capacity = concurrency.saturating_sub(lock(&d.running).len()) == 0;
+        let at_capacity = concurrency.saturating_sub(lock(&d.running).len() + d.reserved.load(Ordering::Relaxed)) == 0;
         if full_batch && !at_capacity {
             continue; // more may be waiting
         }

@@ -252,6 +252,44 @@ async fn concurrent_enqueues_share_commits_and_every_client_gets_its_own_job() {
 }
 
 #[tokio::test]
+async fn the_pool_never_runs_more_jobs_at_once_than_worker_concurrency() {
+    let db = TestDb::create(&admin_url()).await;
+    let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "3").env("JOB_CLAIM_BATCH", "2").start().await;
+    let pool = db.pool().await;
+    // Queued before the claim streams see them: every claim finds more than its batch.
+    let stored: i64 = sqlx::query_scalar(
+        "WITH i AS (INSERT INTO jobs (id, tenant, kind, payload) \
+           SELECT gen_random_uuid(), 'alice', 'sleep', '{\"ms\": 150}' FROM generate_series(1, 24) RETURNING 1) \
+         SELECT count(*) FROM i",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("seed");
+    assert_eq!(stored, 24);
+    sqlx::query("SELECT pg_notify('ballast_jobs', '')").execute(&pool).await.expect("notify");
+    let deadline = std::time::Instant::now() + T;
+    let mut most = 0;
+    loop {
+        let (running, done): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'succeeded') FROM jobs",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        most = most.max(running);
+        assert!(running <= 3, "{running} jobs running at once with WORKER_CONCURRENCY=3");
+        if done == 24 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {done} of 24 finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(most, 3, "the pool filled its slots");
+    let busy = metric_sum(&app.metrics().await, "worker_pool_busy", &[]);
+    assert_eq!(busy, 0.0);
+}
+
+#[tokio::test]
 async fn one_tenant_never_sees_another_tenants_jobs() {
     let db = TestDb::create(&admin_url()).await;
     let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
