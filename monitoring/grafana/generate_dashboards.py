@@ -367,7 +367,7 @@ def rate_limiting():
     d.ts("429 responses per route", "Rate-limited requests by route.",
          [(f'sum by (route) ({rate("http_requests_total", S429)})'
            f" or sum by (route) ({rate('http_requests_total')}) * 0", "{{route}}")], unit="reqps")
-    d.ts("Redis pool in use", "The limiter's Redis round trips use this pool.",
+    d.ts("Redis pool in use", "Health checks use this pool; limiter decisions share one multiplexed connection.",
          [(f'redis_pool_connections{{{F},state="in_use"}}', "{{instance}}")])
     return d
 
