@@ -435,7 +435,7 @@ if want e2e; then
   # Paced (the target: a stated rate, ~5 500 offered, latency at that rate), saturated (-c
   # CONNS: capacity; a queue fed faster than it drains grows, so its start latency there
   # measures the backlog, not the wake-up) and light (-c 4: latency with nothing in front).
-  e2e="$(MEASURE_CONNS="${BENCH_PACED_CONNS:-128}" wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST \
+  e2e="$(MEASURE_CONNS="${BENCH_PACED_CONNS:-144}" wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST \
     'WRK_BODY={"kind":"noop","payload":{}}' "WRK_DELAY_MS=${BENCH_PACED_DELAY_MS:-16}")"
   wait_drained 120 || die "end-to-end jobs (paced) did not drain within 120 s"
   record jobs.e2e_paced_http "$e2e"

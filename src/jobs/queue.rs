@@ -337,7 +337,8 @@ pub async fn release(db: &PgPool, worker: &str, ids: &[Uuid]) -> Result<u64, sql
     let r = sqlx::query(
         "UPDATE jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), run_at = now(), \
                 locked_until = NULL, locked_by = NULL, updated_at = now() \
-         WHERE id = ANY($1) AND status = 'running' AND locked_by = $2",
+         WHERE id IN (SELECT id FROM jobs WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 \
+                      FOR UPDATE SKIP LOCKED)",
     )
     .bind(ids)
     .bind(worker)
@@ -349,13 +350,21 @@ pub async fn release(db: &PgPool, worker: &str, ids: &[Uuid]) -> Result<u64, sql
 
 /// Extends the lease of this worker's running jobs; returns those whose cancellation was
 /// requested (a missed NOTIFY is caught here).
+///
+/// Rows another statement holds are skipped, never waited for: they are being completed,
+/// failed or released right now, and the next beat (a third of a lease later) catches any that
+/// are not. Waiting made heartbeats and batched completions lock the same rows in different
+/// orders and deadlock, and the losing completion's jobs ran twice after their leases expired.
+/// The same holds for every statement below that touches many running rows.
 pub async fn heartbeat(db: &PgPool, worker: &str, ids: &[Uuid], lease: Duration) -> Result<Vec<Uuid>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let rows: Vec<(Uuid, bool)> = sqlx::query_as(
         "UPDATE jobs SET locked_until = now() + make_interval(secs => $3) \
-         WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 RETURNING id, cancel_requested",
+         WHERE id IN (SELECT id FROM jobs WHERE id = ANY($1) AND status = 'running' AND locked_by = $2 \
+                      FOR UPDATE SKIP LOCKED) \
+         RETURNING id, cancel_requested",
     )
     .bind(ids)
     .bind(worker)
@@ -399,7 +408,8 @@ pub async fn maintain(db: &PgPool, retention: Duration) -> Result<Option<(u64, u
     let requeued = sqlx::query(
         "UPDATE jobs SET status = 'queued', locked_until = NULL, locked_by = NULL, run_at = now(), updated_at = now(), \
                 last_error = 'lease expired (worker lost)' \
-         WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts",
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND locked_until < now() \
+                        AND attempts < max_attempts FOR UPDATE SKIP LOCKED)",
     )
     .execute(&mut *tx)
     .await?
@@ -407,7 +417,8 @@ pub async fn maintain(db: &PgPool, retention: Duration) -> Result<Option<(u64, u
     let failed = sqlx::query(
         "UPDATE jobs SET status = 'failed', locked_until = NULL, locked_by = NULL, finished_at = now(), \
                 updated_at = now(), last_error = 'lease expired (worker lost) on the last attempt' \
-         WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts",
+         WHERE id IN (SELECT id FROM jobs WHERE status = 'running' AND locked_until < now() \
+                        AND attempts >= max_attempts FOR UPDATE SKIP LOCKED)",
     )
     .execute(&mut *tx)
     .await?

@@ -290,6 +290,51 @@ async fn the_pool_never_runs_more_jobs_at_once_than_worker_concurrency() {
 }
 
 #[tokio::test]
+async fn heartbeats_and_releases_skip_rows_a_completion_holds_instead_of_deadlocking_with_it() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await; // migrates
+    let pool = db.pool().await;
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, tenant, kind, status, attempts, locked_by, locked_until) \
+         SELECT gen_random_uuid(), 'alice', 'noop', 'running', 1, 'w1', now() + interval '1 minute' \
+         FROM generate_series(1, 2) RETURNING id",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("seed");
+    // A batched completion (or anything else) holds the first row and has not committed.
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE").bind(ids[0]).execute(&mut *holder).await.expect("lock");
+
+    // Waiting here is what deadlocked against completions locking the same rows in another order.
+    let beat =
+        tokio::time::timeout(Duration::from_secs(5), queue::heartbeat(&pool, "w1", &ids, Duration::from_secs(600)))
+            .await
+            .expect("the heartbeat waited for a locked row")
+            .expect("heartbeat");
+    assert!(beat.is_empty(), "no cancellations requested");
+    let renewed: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE locked_until > now() + interval '5 minutes' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("leases");
+    assert_eq!(renewed, vec![ids[1]], "the free row renewed, the held one skipped");
+
+    let released = tokio::time::timeout(Duration::from_secs(5), queue::release(&pool, "w1", &ids))
+        .await
+        .expect("the release waited for a locked row")
+        .expect("release");
+    assert_eq!(released, 1);
+    holder.rollback().await.expect("rollback");
+    let states: Vec<String> = sqlx::query_scalar("SELECT status FROM jobs ORDER BY array_position($1::uuid[], id)")
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await
+        .expect("states");
+    assert_eq!(states, vec!["running", "queued"], "the held row is left to its holder; the next beat gets it");
+}
+
+#[tokio::test]
 async fn one_tenant_never_sees_another_tenants_jobs() {
     let db = TestDb::create(&admin_url()).await;
     let app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
