@@ -294,6 +294,24 @@ PY
   else
     record http.ballast_job_limited '{"skipped":"rate limiting not in this build (no RateLimit headers, no rate_limit_decisions_total in /metrics)"}'
   fi
+  # 2c. What the limiter adds to p99 below saturation: a second server with the limiter off
+  # beside it, both at the same paced load (each wrk connection waits before each request:
+  # ~3 000 req/s offered, a third of the route's capacity), alternating rounds.
+  if [ -s "$RUN_DIR/rl.metrics" ]; then
+    log "2c. limiter on vs off at a paced, partial load (${BENCH_ROUNDS:-5} alternating rounds)"
+    ballast_start RLOFF "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
+    wait_for_http "http://$RLOFF_HTTP/health/ready" 20 || die "ballast not ready"
+    : >"$RUN_DIR/paced.jsonl"
+    for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
+      SERVER_PIDS=("$RLOFF_PID")
+      off="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20)"
+      SERVER_PIDS=("$RL_PID")
+      on="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20)"
+      printf '{"off":%s,"on":%s}\n' "$off" "$on" >>"$RUN_DIR/paced.jsonl"
+    done
+    record limiter.paced "$(python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])]))' "$RUN_DIR/paced.jsonl")"
+    stop_pid "$RLOFF_PID" TERM 30
+  fi
   stop_pid "$RL_PID" TERM 30
 
   # 2b. The limiter alone: a policy of 1/min with burst 1, so after the first request every one

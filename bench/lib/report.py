@@ -153,6 +153,17 @@ def main():
         if redis:
             lim["ratio_limiter_only_redis"] = ratio(only["rps"], redis["rps"])
             p(f"  limiter only / redis ceiling: × {fmt(lim['ratio_limiter_only_redis'], 3)}")
+    paced = r.get("limiter.paced") or []
+    if paced:
+        import statistics
+        d99 = [round(x["on"]["p99_ms"] - x["off"]["p99_ms"], 3) for x in paced]
+        d50 = [round(x["on"]["p50_ms"] - x["off"]["p50_ms"], 3) for x in paced]
+        med = statistics.median(d99)
+        lim["paced"] = {"p99_added_ms": d99, "p50_added_ms": d50, "median_p99_added_ms": med,
+                        "rps_on": [x["on"]["rps"] for x in paced], "target_ms": 0.5, "meets_target": med < 0.5, "raw": paced}
+        p(f"  paced (~{fmt(statistics.median([x['on']['rps'] for x in paced]), 0)} req/s, below saturation), limiter on − off:"
+          f" p99 {', '.join(f'{v:+.2f}' for v in d99)} ms → median {med:+.2f} ms; p50 median {statistics.median(d50):+.2f} ms"
+          f" — target < 0.5 ms at p99: {'met' if med < 0.5 else 'MISSED'}")
     out["limiter"] = lim
     p("")
 
