@@ -2,6 +2,7 @@
 //! optional unless `REDIS_REQUIRED`: every call is bounded by `REDIS_TIMEOUT_MS`, so a hung
 //! Redis costs a request at most that long.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +50,27 @@ impl Redis {
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The shared connection, connecting once if there is none (callers bound the wait).
-    pub async fn multiplexed(&self) -> anyhow::Result<MultiplexedConnection> {
+    /// Runs `call` on the shared connection within `REDIS_TIMEOUT_MS`. A failure or time-out
+    /// forgets the connection, so the next call reconnects instead of queueing behind a socket
+    /// that may be dead or wedged.
+    pub async fn with_shared<T, F, Fut>(&self, call: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async { anyhow::Ok(call(self.multiplexed().await?).await?) };
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("no answer within {:?} (REDIS_TIMEOUT_MS)", self.timeout)),
+        };
+        if result.is_err() {
+            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        result
+    }
+
+    /// The shared connection, connecting once if there is none.
+    async fn multiplexed(&self) -> anyhow::Result<MultiplexedConnection> {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
@@ -61,12 +81,6 @@ impl Redis {
         let conn = self.client.get_multiplexed_async_connection().await.context("connecting to redis")?;
         *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
-    }
-
-    /// Forgets the shared connection after a failure or time-out: the next call reconnects
-    /// instead of queueing behind a socket that may be dead or wedged.
-    pub fn drop_multiplexed(&self) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// One PING, bounded by `timeout`; returns the round-trip time.

@@ -136,24 +136,10 @@ impl Limiter {
     ) -> anyhow::Result<Decision> {
         let key = redis.key(&["rl", policy.as_str(), identity]);
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
-        let call = async {
-            let mut conn = redis.multiplexed().await?;
-            let r: (i64, i64, i64, i64) =
-                self.script.key(key).arg(interval_us).arg(rate.burst).invoke_async(&mut conn).await?;
-            anyhow::Ok(r)
-        };
-        let answer = match tokio::time::timeout(redis.timeout, call).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                redis.drop_multiplexed();
-                return Err(e);
-            }
-            Err(_) => {
-                redis.drop_multiplexed();
-                anyhow::bail!("no answer within {:?} (REDIS_TIMEOUT_MS)", redis.timeout);
-            }
-        };
-        let (allowed, remaining, retry_ms, reset_ms) = answer;
+        let mut invocation = self.script.key(key);
+        invocation.arg(interval_us).arg(rate.burst);
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
+            redis.with_shared(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
         Ok(Decision {
             policy,
             rate,
