@@ -13,9 +13,9 @@ use super::queue::{self, Enqueued, NewJob};
 
 /// Batches in Postgres at once: enough to keep it busy while the next batch forms, few
 /// enough to leave most of the pool to workers and reads.
-pub const IN_FLIGHT: usize = 2;
+const IN_FLIGHT: usize = 2;
 /// Rows per statement at most (one statement's arrays stay small; latency stays flat).
-pub const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 256;
 /// Enqueues waiting for a batch; past this, callers wait to hand theirs over (backpressure).
 const QUEUE: usize = 4096;
 

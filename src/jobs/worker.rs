@@ -127,6 +127,13 @@ struct Dispatch {
     job_tasks: Arc<tokio_util::task::TaskTracker>,
 }
 
+impl Dispatch {
+    /// Slots neither running nor promised to a claim in flight.
+    fn free(&self, running: &HashMap<Uuid, RunningJob>, concurrency: usize) -> usize {
+        concurrency.saturating_sub(running.len() + self.reserved.load(Ordering::Relaxed))
+    }
+}
+
 /// How long enqueue wake-ups arriving right after a claim are gathered into the next one.
 const COALESCE: Duration = Duration::from_millis(1);
 /// Claim statements a pool keeps in Postgres at once. With one, every claim waiting for CPU
@@ -135,7 +142,7 @@ const CLAIM_STREAMS: usize = 2;
 
 async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: Dispatch) {
     let stop = state.lifecycle.stop_claiming.clone();
-    let registry = Registry::builtin();
+    let registry = Registry::shared();
     let s = &state.settings.jobs;
     let mut last_claim = Instant::now();
     loop {
@@ -146,27 +153,24 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
         // never both claim the same slots.
         let want = {
             let running = lock(&d.running);
-            let free = concurrency.saturating_sub(running.len() + d.reserved.load(Ordering::Relaxed));
-            let want = free.min(usize::try_from(s.claim_batch).unwrap_or(usize::MAX));
+            let want = d.free(&running, concurrency).min(usize::try_from(s.claim_batch).unwrap_or(usize::MAX));
             d.reserved.fetch_add(want, Ordering::Relaxed);
             want
         };
         let mut full_batch = false;
         if want > 0 {
             last_claim = Instant::now();
-            let claimed = queue::claim(&state.db, &worker_id, want as i64, s.lease).await;
-            if let Ok(jobs) = &claimed {
-                full_batch = jobs.len() == want;
-            }
-            let claimed = claimed.map(|jobs| {
-                for job in jobs {
-                    spawn_job(&state, &registry, &d, job);
+            // The reservation ends once the claimed jobs are in the running map (or none are).
+            match queue::claim(&state.db, &worker_id, want as i64, s.lease).await {
+                Ok(jobs) => {
+                    full_batch = jobs.len() == want;
+                    for job in jobs {
+                        spawn_job(&state, registry, &d, job);
+                    }
+                    d.reserved.fetch_sub(want, Ordering::Relaxed);
                 }
-            });
-            d.reserved.fetch_sub(want, Ordering::Relaxed);
-            match claimed {
-                Ok(()) => {}
                 Err(e) => {
+                    d.reserved.fetch_sub(want, Ordering::Relaxed);
                     tracing::warn!(error = %e, "claiming jobs failed; backing off");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -176,7 +180,7 @@ async fn dispatcher(state: AppState, worker_id: String, concurrency: usize, d: D
                 }
             }
         }
-        let at_capacity = concurrency.saturating_sub(lock(&d.running).len() + d.reserved.load(Ordering::Relaxed)) == 0;
+        let at_capacity = d.free(&lock(&d.running), concurrency) == 0;
         if full_batch && !at_capacity {
             continue; // more may be waiting
         }
