@@ -157,6 +157,21 @@ wrk_measure() {
   win_end "$out" "$(printf '%s' "$out" | sed -nE 's/.*"requests":([0-9]+).*/\1/p')"
 }
 
+# alternate KEY A_NAME A_PID A_URL B_NAME B_PID B_URL [VAR=VALUE...]: BENCH_ROUNDS short rounds
+# (BENCH_ROUND_S each) measuring A then B, recorded under KEY as [{A_NAME: .., B_NAME: ..}, ..].
+# Both servers stay up, so the host's drift between minutes hits both sides of every round.
+alternate() {
+  local key="$1" an="$2" ap="$3" au="$4" bn="$5" bp="$6" bu="$7" a b items=() _
+  shift 7
+  for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
+    SERVER_PIDS=("$ap"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$au" "$@")"
+    SERVER_PIDS=("$bp"); b="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$bu" "$@")"
+    items+=("{\"$an\":$a,\"$bn\":$b}")
+  done
+  local IFS=,
+  record "$key" "[${items[*]}]"
+}
+
 # RSS sampler: the peak resident size of PID while it runs, every 100 ms, into FILE.
 sampler_start() {
   local pid="$1" file="$2"
@@ -242,21 +257,12 @@ if want http; then
   # 1c. The headline ratio once more, in alternating short rounds with both servers up: the
   # host's speed drifts by up to ~25 % between minutes, and two 10 s windows a minute apart
   # measure that drift as much as the stack. The median of the rounds' ratios cancels it.
-  ROUNDS="${BENCH_ROUNDS:-5}"
-  log "1c. $ROUNDS alternating rounds: bare /json, ballast /health/live (${BENCH_ROUND_S:-4} s each)"
+  log "1c. ${BENCH_ROUNDS:-5} alternating rounds: bare /json, ballast /health/live (${BENCH_ROUND_S:-4} s each)"
   ( pin "$SERVER_CPU" env -i PATH=/usr/bin:/bin "$BARE_BIN" "127.0.0.1:$BARE_PORT" ) >"$RUN_DIR/bare2.log" 2>&1 &
   BARE_PID=$!
   RUN_PIDS+=("$BARE_PID")
   wait_for_http "http://127.0.0.1:$BARE_PORT/json" 20 || die "bare did not start"
-  : >"$RUN_DIR/rounds.jsonl"
-  for _ in $(seq 1 "$ROUNDS"); do
-    SERVER_PIDS=("$BARE_PID")
-    b="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://127.0.0.1:$BARE_PORT/json")"
-    SERVER_PIDS=("$APP_PID")
-    a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$APP_URL/health/live")"
-    printf '{"bare":%s,"ballast":%s}\n' "$b" "$a" >>"$RUN_DIR/rounds.jsonl"
-  done
-  record http.rounds "$(python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])]))' "$RUN_DIR/rounds.jsonl")"
+  alternate http.rounds bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/json" ballast "$APP_PID" "$APP_URL/health/live"
   stop_pid "$BARE_PID" TERM 10
   stop_pid "$APP_PID" TERM 30
 
@@ -301,15 +307,8 @@ PY
     log "2c. limiter on vs off at a paced, partial load (${BENCH_ROUNDS:-5} alternating rounds)"
     ballast_start RLOFF "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
     wait_for_http "http://$RLOFF_HTTP/health/ready" 20 || die "ballast not ready"
-    : >"$RUN_DIR/paced.jsonl"
-    for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
-      SERVER_PIDS=("$RLOFF_PID")
-      off="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20)"
-      SERVER_PIDS=("$RL_PID")
-      on="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20)"
-      printf '{"off":%s,"on":%s}\n' "$off" "$on" >>"$RUN_DIR/paced.jsonl"
-    done
-    record limiter.paced "$(python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in open(sys.argv[1])]))' "$RUN_DIR/paced.jsonl")"
+    alternate limiter.paced off "$RLOFF_PID" "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" \
+      on "$RL_PID" "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20
     stop_pid "$RLOFF_PID" TERM 30
   fi
   stop_pid "$RL_PID" TERM 30

@@ -3,6 +3,7 @@
 table and the JSON document. Usage: report.py RESULTS.jsonl OUT.json"""
 import datetime
 import json
+import statistics
 import sys
 
 JOBS_BURN_TARGET = 20_000  # jobs/s, issue 10 (a)
@@ -102,7 +103,6 @@ def main():
           f" {fmt(row.get('ratio_server_cpu_per_req'), 2):>6} {fmt(share(w), 0):>9}  {cpus(w)}")
     rounds = r.get("http.rounds") or []
     if rounds:
-        import statistics
         rr = [ratio(x["ballast"]["rps"], x["bare"]["rps"]) for x in rounds]
         cr = [ratio(x["ballast"].get("server_cpu_us_per_item"), x["bare"].get("server_cpu_us_per_item")) for x in rounds]
         med = statistics.median(rr)
@@ -155,7 +155,6 @@ def main():
             p(f"  limiter only / redis ceiling: × {fmt(lim['ratio_limiter_only_redis'], 3)}")
     paced = r.get("limiter.paced") or []
     if paced:
-        import statistics
         d99 = [round(x["on"]["p99_ms"] - x["off"]["p99_ms"], 3) for x in paced]
         d50 = [round(x["on"]["p50_ms"] - x["off"]["p50_ms"], 3) for x in paced]
         med = statistics.median(d99)
