@@ -450,11 +450,9 @@ impl PrivateRedis {
     }
 
     /// Kills this Redis and starts a new, empty one on the same port (clients' sockets die).
-    pub async fn restart(mut self) -> PrivateRedis {
+    pub async fn restart(self) -> PrivateRedis {
         let port = self.port;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        drop(self);
+        drop(self); // Drop kills and reaps it
         Self::start_on(port).await
     }
 
