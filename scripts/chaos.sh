@@ -391,7 +391,13 @@ drill_worker() {
   local wvars=("${APP_VARS[@]}" WORKER_CONCURRENCY=40 JOB_CLAIM_BATCH=40 JOB_LEASE_SECS=3 JOB_MAINTENANCE_INTERVAL_SECS=1)
   ballast_start W1 "" worker "${wvars[@]}"
   ballast_start W2 "" worker "${wvars[@]}"
-  sleep 1.5
+  # Kill W1 once it holds a full batch (not after a fixed pause: by then the 300 jobs may be
+  # nearly done and W1 empty-handed, and the drill would prove nothing).
+  local deadline=$(( $(now_ms) + 20000 ))
+  until [ "$(psql_q "$DB_URL" "SELECT count(*) FROM jobs WHERE status = 'running' AND locked_by LIKE '%:$W1_PID:%'")" -ge 40 ]; do
+    [ "$(now_ms)" -lt "$deadline" ] || break
+    sleep 0.02
+  done
   kill -KILL "$W1_PID"
   kill_at="$(now_ms)"
   wait "$W1_PID" 2>/dev/null || true
