@@ -12,15 +12,15 @@ BEGIN
     WITH c AS (
       UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = 'ceiling',
              locked_until = now() + interval '30 s', started_at = now(), updated_at = now()
-      WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
-                   ORDER BY priority DESC, run_at, id LIMIT current_setting('bench.batch')::int FOR UPDATE SKIP LOCKED)
+      WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
+                   ORDER BY priority DESC, run_at, id LIMIT current_setting('bench.batch')::int FOR UPDATE SKIP LOCKED))
       RETURNING id)
     SELECT array_agg(id) INTO ids FROM c;
     EXIT WHEN ids IS NULL;
     COMMIT;
     UPDATE jobs j SET status = 'succeeded', result = '{}'::jsonb, finished_at = now(), updated_at = now(),
            locked_until = NULL, locked_by = NULL
-      FROM unnest(ids) AS r(id) WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = 'ceiling';
+      FROM unnest(ids) AS r(id) WHERE j.id = r.id AND j.locked_by = 'ceiling';
     COMMIT;
   END LOOP;
 END $$;

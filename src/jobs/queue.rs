@@ -247,41 +247,43 @@ pub struct Claimed {
     pub trace_id: Option<String>,
 }
 
+/// The claim statement ($1 worker, $2 batch size, $3 lease seconds); public so tests can
+/// EXPLAIN its generic plan.
+pub const CLAIM_SQL: &str = "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, \
+        locked_until = now() + make_interval(secs => $3), started_at = now(), updated_at = now() \
+     WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() \
+                          ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+     RETURNING id, tenant, kind, payload, attempts, max_attempts, trace_id";
+
+/// The batched completion ($1 ids, $2 results, $3 worker); public for the same reason.
+pub const COMPLETE_SQL: &str = "UPDATE jobs j SET status = 'succeeded', result = r.result, finished_at = now(), \
+        updated_at = now(), locked_until = NULL, locked_by = NULL \
+     FROM unnest($1::uuid[], $2::jsonb[]) AS r(id, result) \
+     WHERE j.id = r.id AND j.locked_by = $3";
+
 /// Claims up to `n` due jobs for `worker` with a lease of `lease`.
+///
+/// The ids go through `ARRAY(…)`, evaluated once before the update, so the update finds its
+/// rows by primary key whatever the statistics say: as `id IN (subquery)`, the cached generic
+/// plan could hash-join the subquery against a sequential scan of the whole table.
 pub async fn claim(db: &PgPool, worker: &str, n: i64, lease: Duration) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, locked_by = $1, \
-                locked_until = now() + make_interval(secs => $3), started_at = now(), updated_at = now() \
-         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() \
-                      ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
-         RETURNING id, tenant, kind, payload, attempts, max_attempts, trace_id",
-    )
-    .bind(worker)
-    .bind(n)
-    .bind(lease.as_secs_f64())
-    .fetch_all(db)
-    .await
+    sqlx::query_as(CLAIM_SQL).bind(worker).bind(n).bind(lease.as_secs_f64()).fetch_all(db).await
 }
 
 /// Marks many jobs succeeded in one statement. Jobs no longer leased to `worker` (released,
 /// reaped) are left alone.
+///
+/// `locked_by` alone says "running here": a constraint keeps it NULL outside `running`. A
+/// `status = 'running'` test would let the planner read every running job through the lease
+/// index and hash them (statistics from a quiet moment say there are none): in the burn-down
+/// benchmark that read 3.4 index entries per completed job instead of one primary-key lookup.
 pub async fn complete_many(db: &PgPool, worker: &str, done: &[(Uuid, serde_json::Value)]) -> Result<u64, sqlx::Error> {
     if done.is_empty() {
         return Ok(0);
     }
     let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
     let results: Vec<serde_json::Value> = done.iter().map(|d| d.1.clone()).collect();
-    let r = sqlx::query(
-        "UPDATE jobs j SET status = 'succeeded', result = r.result, finished_at = now(), updated_at = now(), \
-                locked_until = NULL, locked_by = NULL \
-         FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::jsonb[]) AS result) r \
-         WHERE j.id = r.id AND j.status = 'running' AND j.locked_by = $3",
-    )
-    .bind(&ids)
-    .bind(&results)
-    .bind(worker)
-    .execute(db)
-    .await?;
+    let r = sqlx::query(COMPLETE_SQL).bind(&ids).bind(&results).bind(worker).execute(db).await?;
     Ok(r.rows_affected())
 }
 

@@ -519,6 +519,50 @@ async fn claiming_reads_the_partial_queue_index_not_finished_jobs() {
 }
 
 #[tokio::test]
+async fn batched_claims_and_completions_find_rows_by_primary_key_whatever_the_statistics_say() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let pool = db.pool().await;
+    // Statistics taken at a quiet moment: many queued and finished jobs, none running. With
+    // them, `id IN (subquery)` planned as a hash join over a sequential scan of the table, and
+    // a completion testing `status = 'running'` read every running job through the lease index.
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
+         SELECT gen_random_uuid(), 't', 'noop', CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'queued' END, \
+                CASE WHEN g % 2 = 0 THEN now() END FROM generate_series(1, 40000) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("seed");
+    sqlx::query("ANALYZE jobs").execute(&pool).await.expect("analyze");
+    // The plan a long-lived connection ends up with once Postgres caches a generic one.
+    let mut conn = pool.acquire().await.expect("connection");
+    for sql in [
+        "SET plan_cache_mode = force_generic_plan".to_string(),
+        format!("PREPARE claim(text, int8, float8) AS {}", queue::CLAIM_SQL),
+        format!("PREPARE complete(uuid[], jsonb[], text) AS {}", queue::COMPLETE_SQL),
+    ] {
+        sqlx::raw_sql(&sql).execute(&mut *conn).await.expect("prepare");
+    }
+    for (name, call) in [("claim", "EXECUTE claim('w', 256, 30)"), ("complete", "EXECUTE complete('{}', '{}', 'w')")] {
+        let plan: Vec<String> =
+            sqlx::query_scalar(&format!("EXPLAIN {call}")).fetch_all(&mut *conn).await.expect("explain");
+        let plan = plan.join("\n");
+        assert!(plan.contains("jobs_pkey"), "{name} must find its rows by primary key:\n{plan}");
+        assert!(!plan.contains("Seq Scan") && !plan.contains("jobs_lease_idx"), "{name}:\n{plan}");
+    }
+
+    // What the completion relies on: a lease exists only while a job runs.
+    let err =
+        sqlx::query("UPDATE jobs SET locked_by = 'w' WHERE id = (SELECT id FROM jobs WHERE status = 'queued' LIMIT 1)")
+            .execute(&pool)
+            .await
+            .expect_err("a queued job with a lease must be refused");
+    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("23514"), "{err}");
+}
+
+#[tokio::test]
 async fn retention_removes_only_jobs_that_finished_before_the_cutoff() {
     let db = TestDb::create(&admin_url()).await;
     let app = Spawn::serve(&db)
