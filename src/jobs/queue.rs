@@ -277,13 +277,19 @@ pub async fn claim(db: &PgPool, worker: &str, n: i64, lease: Duration) -> Result
 /// `status = 'running'` test would let the planner read every running job through the lease
 /// index and hash them (statistics from a quiet moment say there are none): in the burn-down
 /// benchmark that read 3.4 index entries per completed job instead of one primary-key lookup.
+///
+/// Planned afresh on every call (an unnamed statement): a plan cached while the table was
+/// small joins by sequential scan and keeps doing so as the table grows, until the next
+/// ANALYZE — a whole-table scan per completion for the first minute after a fresh start
+/// (seen in the end-to-end benchmark, one TRUNCATE in). Planning costs ~0.2 ms a statement,
+/// shared by the whole batch. Heartbeats and releases, which match many ids, do the same.
 pub async fn complete_many(db: &PgPool, worker: &str, done: &[(Uuid, serde_json::Value)]) -> Result<u64, sqlx::Error> {
     if done.is_empty() {
         return Ok(0);
     }
     let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
     let results: Vec<serde_json::Value> = done.iter().map(|d| d.1.clone()).collect();
-    let r = sqlx::query(COMPLETE_SQL).bind(&ids).bind(&results).bind(worker).execute(db).await?;
+    let r = sqlx::query(COMPLETE_SQL).bind(&ids).bind(&results).bind(worker).persistent(false).execute(db).await?;
     Ok(r.rows_affected())
 }
 
@@ -344,6 +350,7 @@ pub async fn release(db: &PgPool, worker: &str, ids: &[Uuid]) -> Result<u64, sql
     )
     .bind(ids)
     .bind(worker)
+    .persistent(false)
     .execute(db)
     .await?;
     sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL_ENQUEUED).execute(db).await?;
@@ -371,6 +378,7 @@ pub async fn heartbeat(db: &PgPool, worker: &str, ids: &[Uuid], lease: Duration)
     .bind(ids)
     .bind(worker)
     .bind(lease.as_secs_f64())
+    .persistent(false)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().filter(|r| r.1).map(|r| r.0).collect())

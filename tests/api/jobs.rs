@@ -563,6 +563,48 @@ async fn batched_claims_and_completions_find_rows_by_primary_key_whatever_the_st
 }
 
 #[tokio::test]
+async fn completions_planned_while_the_table_was_small_do_not_scan_it_once_it_has_grown() {
+    let db = TestDb::create(&admin_url()).await;
+    let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
+    let admin = db.pool().await;
+    // One connection, like a worker's completer: whatever it caches, it keeps.
+    let worker = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&db.url).await.expect("connect");
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "INSERT INTO jobs (id, tenant, kind, status, attempts, locked_by) \
+         SELECT gen_random_uuid(), 't', 'noop', 'running', 1, 'w' FROM generate_series(1, 3) RETURNING id",
+    )
+    .fetch_all(&admin)
+    .await
+    .expect("seed");
+    let done: Vec<(uuid::Uuid, serde_json::Value)> = ids.iter().map(|id| (*id, json!({}))).collect();
+    // More calls than Postgres needs before it settles on a cached generic plan (5).
+    for _ in 0..8 {
+        queue::complete_many(&worker, "w", &done).await.expect("complete");
+    }
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
+         SELECT gen_random_uuid(), 't', 'noop', 'succeeded', now() FROM generate_series(1, 40000)",
+    )
+    .execute(&admin)
+    .await
+    .expect("grow");
+    let seq_scans = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()").execute(&worker).await.expect("flush");
+        sqlx::query("SELECT 1").execute(&worker).await.expect("end of transaction flushes");
+        let n: i64 = sqlx::query_scalar("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'jobs'")
+            .fetch_one(&admin)
+            .await
+            .expect("stats");
+        n
+    };
+    let before = seq_scans().await;
+    for _ in 0..5 {
+        queue::complete_many(&worker, "w", &done).await.expect("complete");
+    }
+    assert_eq!(seq_scans().await, before, "a completion scanned the whole table");
+}
+
+#[tokio::test]
 async fn retention_removes_only_jobs_that_finished_before_the_cutoff() {
     let db = TestDb::create(&admin_url()).await;
     let app = Spawn::serve(&db)
