@@ -304,8 +304,35 @@ PY
     log "2c. limiter on vs off at a paced, partial load (${BENCH_ROUNDS:-5} alternating rounds)"
     ballast_start RLOFF "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
     wait_for_http "http://$RLOFF_HTTP/health/ready" 20 || die "ballast not ready"
+    curl -s --max-time 5 "http://$RL_MGMT/metrics" >"$RUN_DIR/rtt.before" || true
     alternate limiter.paced off "$RLOFF_PID" "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" \
       on "$RL_PID" "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20
+    # The limiter's own share of those requests' latency: its Redis round trips, as the
+    # server timed them (rate_limit_redis_duration_seconds), over the paced rounds only.
+    curl -s --max-time 5 "http://$RL_MGMT/metrics" >"$RUN_DIR/rtt.after" || true
+    record limiter.redis_rtt "$(python3 - "$RUN_DIR/rtt.before" "$RUN_DIR/rtt.after" <<'PY'
+import json, re, sys
+def buckets(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r'rate_limit_redis_duration_seconds_bucket\{.*le="([^"]+)".*\}\s+(\S+)', line)
+        if m: out[float(m.group(1))] = float(m.group(2))
+    return out
+a, b = buckets(sys.argv[1]), buckets(sys.argv[2])
+cum = sorted((le, b[le] - a.get(le, 0.0)) for le in b)
+n = cum[-1][1] if cum else 0.0
+def quantile(q):
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in cum:
+        if c >= q * n and le != float("inf"):
+            return (prev_le + (le - prev_le) * ((q * n - prev_c) / max(c - prev_c, 1e-9))) * 1000
+        if le != float("inf"): prev_le, prev_c = le, c
+    return None
+le05 = next((c for le, c in cum if le == 0.0005), 0.0)
+print(json.dumps({"decisions": n, "within_0_5ms": round(le05 / n, 5) if n else None,
+                  "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}))
+PY
+)"
     stop_pid "$RLOFF_PID" TERM 30
   fi
   stop_pid "$RL_PID" TERM 30

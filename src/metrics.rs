@@ -11,6 +11,7 @@ pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
 pub const HTTP_REQUEST_SIZE: &str = "http_request_size_bytes";
 pub const HTTP_RESPONSE_SIZE: &str = "http_response_size_bytes";
 pub const RATE_LIMIT_DECISIONS: &str = "rate_limit_decisions_total";
+pub const RATE_LIMIT_REDIS_DURATION: &str = "rate_limit_redis_duration_seconds";
 pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
 pub const REDIS_POOL_CONNECTIONS: &str = "redis_pool_connections";
 pub const JOBS_ENQUEUED: &str = "jobs_enqueued_total";
@@ -26,6 +27,8 @@ pub const APP_START_TIME: &str = "app_start_time_seconds";
 
 const LATENCY_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const SIZE_BUCKETS: &[f64] = &[100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+/// Sub-millisecond: a limiter decision is one Redis round trip on the request path.
+const REDIS_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 const JOB_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -41,6 +44,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(HTTP_REQUEST_SIZE.into()), SIZE_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(HTTP_RESPONSE_SIZE.into()), SIZE_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(JOB_DURATION.into()), JOB_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(RATE_LIMIT_REDIS_DURATION.into()), REDIS_BUCKETS)?
         .install_recorder()?;
     let handle = HANDLE.get_or_init(|| handle).clone();
     describe();
@@ -64,6 +68,11 @@ fn describe() {
     describe_histogram!(HTTP_REQUEST_SIZE, Unit::Bytes, "HTTP request body size (declared)");
     describe_histogram!(HTTP_RESPONSE_SIZE, Unit::Bytes, "HTTP response body size (declared)");
     describe_counter!(RATE_LIMIT_DECISIONS, "Rate limiter decisions by policy and decision");
+    describe_histogram!(
+        RATE_LIMIT_REDIS_DURATION,
+        Unit::Seconds,
+        "Rate limiter Redis round trips (EVALSHA), failed and timed-out ones included"
+    );
     describe_gauge!(DB_POOL_CONNECTIONS, "Postgres pool connections by state");
     describe_gauge!(REDIS_POOL_CONNECTIONS, "Redis pool connections by state");
     describe_counter!(JOBS_ENQUEUED, "Jobs enqueued by kind");

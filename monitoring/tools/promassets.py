@@ -315,7 +315,7 @@ def cmd_check_dashboards(args):
                     problems.append(f"{title}: empty expr")
                 if re.search(r"\[\d+[smh]\]", expr) and "[15m]" not in expr and "[1h]" not in expr:
                     problems.append(f"{title}: fixed range instead of $__rate_interval: {expr}")
-                app = [x for x in metric_names(expr) if known_metrics().get(x) in ("app", "process")]
+                app = [x for x in metric_names(expr) if known_metrics().get(x) in ("app", "app-extra", "process")]
                 if app and ('instance=~"$instance"' not in expr or 'job=~"$job"' not in expr):
                     problems.append(f"{title}: app metric without $job/$instance filter")
         result(not problems, f"dashboard {fname}: {n} panels well-formed", "; ".join(problems))
@@ -497,7 +497,7 @@ def cmd_live_check(args):
             exported |= scraped_names(url)
         known = known_metrics()
         for name, section in sorted(known.items()):
-            if section not in ("app", "process") or name.endswith(("_sum", "_count")):
+            if section not in ("app", "app-extra", "process") or name.endswith(("_sum", "_count")):
                 continue
             if name + "_bucket" in known:
                 continue  # histograms are checked through their _bucket series

@@ -8,8 +8,10 @@ mod local;
 pub mod middleware;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metrics::{Counter, Histogram};
 use redis::Script;
 
 use crate::config::{FailMode, RateLimitSettings, RatePolicy};
@@ -63,6 +65,25 @@ fn now_ms() -> u64 {
 /// How long Redis is bypassed after it failed or timed out.
 const BREAKER: Duration = Duration::from_secs(1);
 
+#[derive(Clone, Copy)]
+enum Outcome {
+    Allowed,
+    Limited,
+    Fallback,
+}
+
+/// The decisions counter of a policy and outcome. Handles are made once: a labelled
+/// `counter!` builds and hashes its label set on every call, on every limited request.
+fn decisions(policy: PolicyName, outcome: Outcome) -> &'static Counter {
+    static HANDLES: LazyLock<[[Counter; 3]; 3]> = LazyLock::new(|| {
+        [PolicyName::Default, PolicyName::Uploads, PolicyName::Anonymous].map(|p| {
+            ["allowed", "limited", "fallback"]
+                .map(|d| metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => p.as_str(), "decision" => d))
+        })
+    });
+    &HANDLES[policy as usize][outcome as usize]
+}
+
 impl Limiter {
     pub fn new(settings: &RateLimitSettings, redis: Option<Redis>) -> Limiter {
         Limiter {
@@ -91,7 +112,9 @@ impl Limiter {
     pub fn check_ip(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
         let r = self.ip_guard.check(ip);
         if r.is_err() {
-            metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => "ip", "decision" => "limited").increment(1);
+            static IP_LIMITED: LazyLock<Counter> =
+                LazyLock::new(|| metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => "ip", "decision" => "limited"));
+            IP_LIMITED.increment(1);
         }
         r
     }
@@ -104,27 +127,44 @@ impl Limiter {
     pub async fn check(&self, policy: PolicyName, identity: &str) -> Decision {
         let rate = self.rate(policy);
         let from_redis = match &self.redis {
-            Some(redis) if !self.redis_degraded() => match self.check_redis(redis, policy, rate, identity).await {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
-                    tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
-                    None
+            Some(redis) if !self.redis_degraded() => {
+                match self.timed_check_redis(redis, policy, rate, identity).await {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
+                        tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let decision = match from_redis {
             Some(d) => d,
             None => self.fallback(policy, rate, identity),
         };
-        let label = match (decision.allowed, decision.fallback) {
-            (false, _) => "limited",
-            (true, true) => "fallback",
-            (true, false) => "allowed",
+        let outcome = match (decision.allowed, decision.fallback) {
+            (false, _) => Outcome::Limited,
+            (true, true) => Outcome::Fallback,
+            (true, false) => Outcome::Allowed,
         };
-        metrics::counter!(m::RATE_LIMIT_DECISIONS, "policy" => policy.as_str(), "decision" => label).increment(1);
+        decisions(policy, outcome).increment(1);
         decision
+    }
+
+    /// The Redis round trip, timed: what the limiter adds to a request's latency.
+    async fn timed_check_redis(
+        &self,
+        redis: &Redis,
+        policy: PolicyName,
+        rate: RatePolicy,
+        identity: &str,
+    ) -> anyhow::Result<Decision> {
+        static SECONDS: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(m::RATE_LIMIT_REDIS_DURATION));
+        let started = Instant::now();
+        let d = self.check_redis(redis, policy, rate, identity).await;
+        SECONDS.record(started.elapsed().as_secs_f64());
+        d
     }
 
     async fn check_redis(

@@ -47,6 +47,8 @@ async fn one_identity_gets_exactly_the_burst_then_the_rate() {
         metric_sum(&m, "rate_limit_decisions_total", &[("policy", "default"), ("decision", "limited")])
             >= limited as f64
     );
+    // Every decision was one timed Redis round trip.
+    assert!(metric_sum(&m, "rate_limit_redis_duration_seconds_count", &[]) >= 40.0, "{m}");
 }
 
 #[tokio::test]
@@ -127,6 +129,8 @@ async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_
     let token = app.token("alice", None).await;
     assert_eq!(hammer(&app, &token, 3).await.0, 3);
 
+    let redis_seconds = |m: &str| metric_sum(m, "rate_limit_redis_duration_seconds_sum", &[]);
+    let waited_before = redis_seconds(&app.metrics().await);
     let thaw = redis.freeze();
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
@@ -139,6 +143,8 @@ async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_
     assert!(worst < Duration::from_millis(500), "{worst:?}");
     let m = app.metrics().await;
     assert!(metric_sum(&m, "rate_limit_decisions_total", &[("decision", "fallback")]) >= 1.0, "{m}");
+    // The round trip that timed out is in the latency histogram, at about REDIS_TIMEOUT_MS.
+    assert!(redis_seconds(&m) - waited_before >= 0.045, "{m}");
     let details: serde_json::Value = app.mgmt_get("/health/details").await.json().await.expect("json");
     assert_eq!(details["checks"]["redis:responseTime"][0]["status"], "warn", "{details:#}");
     assert_eq!(app.get("/health/ready").await.status(), 200);
