@@ -165,11 +165,11 @@ def main():
           f" — target < 0.5 ms at p99: {'met' if med < 0.5 else 'MISSED'}")
     rtt = r.get("limiter.redis_rtt")
     if rtt and rtt.get("decisions"):
-        share = rtt["within_0_5ms"]
-        lim["redis_rtt"] = dict(rtt, meets_target=share >= 0.99)
+        within = rtt["within_0_5ms"]
+        lim["redis_rtt"] = dict(rtt, meets_target=within >= 0.99)
         p(f"  limiter's Redis round trips in those rounds (server-timed, rate_limit_redis_duration_seconds):"
           f" {fmt(rtt['decisions'], 0)} decisions, p50 ≈ {fmt(rtt['p50_ms'], 3)} ms, p99 ≈ {fmt(rtt['p99_ms'], 3)} ms,"
-          f" {share * 100:.2f} % within 0.5 ms — target < 0.5 ms at p99: {'met' if share >= 0.99 else 'MISSED'}")
+          f" {within * 100:.2f} % within 0.5 ms — target < 0.5 ms at p99: {'met' if within >= 0.99 else 'MISSED'}")
     out["limiter"] = lim
     p("")
 
