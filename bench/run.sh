@@ -304,6 +304,15 @@ PY
     log "2c. limiter on vs off at a paced, partial load (${BENCH_ROUNDS:-5} alternating rounds)"
     ballast_start RLOFF "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
     wait_for_http "http://$RLOFF_HTTP/health/ready" 20 || die "ballast not ready"
+    # The floor under any Redis round trip here: redis-cli's idle PING (one every 10 ms, from
+    # the server's core), where both sides sleep between pings and each wake-up of a vCPU costs.
+    floor="$( (pin "$SERVER_CPU" timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --latency -i 4 || true) | tail -n 1)"
+    record redis.idle_ping "$(python3 - "$floor" <<'PY'
+import json, sys
+f = sys.argv[1].split()
+print(json.dumps({"min_ms": float(f[0]), "max_ms": float(f[1]), "avg_ms": float(f[2]), "samples": int(f[3])} if len(f) == 4 else {"skipped": sys.argv[1]}))
+PY
+)"
     curl -s --max-time 5 "http://$RL_MGMT/metrics" >"$RUN_DIR/rtt.before" || true
     alternate limiter.paced off "$RLOFF_PID" "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" \
       on "$RL_PID" "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20

@@ -170,6 +170,11 @@ def main():
         p(f"  limiter's Redis round trips in those rounds (server-timed, rate_limit_redis_duration_seconds):"
           f" {fmt(rtt['decisions'], 0)} decisions, p50 ≈ {fmt(rtt['p50_ms'], 3)} ms, p99 ≈ {fmt(rtt['p99_ms'], 3)} ms,"
           f" {within * 100:.2f} % within 0.5 ms — target < 0.5 ms at p99: {'met' if within >= 0.99 else 'MISSED'}")
+    ping = r.get("redis.idle_ping")
+    if ping and "avg_ms" in ping:
+        lim["redis_idle_ping"] = ping
+        p(f"  floor on this machine: redis-cli idle PING (every 10 ms) avg {fmt(ping['avg_ms'], 2)} ms, max {fmt(ping['max_ms'], 0)} ms"
+          f" over {fmt(ping['samples'], 0)} pings — each wake-up of an idle vCPU costs")
     out["limiter"] = lim
     p("")
 
