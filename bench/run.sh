@@ -399,16 +399,16 @@ JOB_ENV=("WORKER_CONCURRENCY=$WORKER_CONC" "JOB_CLAIM_BATCH=$CLAIM_BATCH" "RATE_
 # One psql session asks every 50 ms and the pause is a read time-out, not a process: a psql
 # (and a sleep) spawned per check cost ~18 % of a core, taken from the burn-down it watched.
 wait_drained() {
-  local deadline=$(( SECONDS + $1 )) ans rc=1 pid
+  local deadline=$(( SECONDS + $1 )) ans rc=1 pid wfd
   coproc DRAIN { psql "$DB_URL" -qAtX 2>&1; }
-  pid="$DRAIN_PID"
+  pid="$DRAIN_PID"; wfd="${DRAIN[1]}"
   while [ "$SECONDS" -lt "$deadline" ]; do
     printf '%s\n' "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'));" >&"${DRAIN[1]}"
     IFS= read -r ans <&"${DRAIN[0]}" || break
     if [ "$ans" = f ]; then rc=0; break; fi
     IFS= read -r -t 0.05 ans <&"${DRAIN[0]}" || true
   done
-  exec {DRAIN[1]}>&-
+  exec {wfd}>&-
   wait "$pid" 2>/dev/null || true
   return "$rc"
 }
