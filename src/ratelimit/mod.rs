@@ -74,6 +74,7 @@ enum Outcome {
 
 /// The decisions counter of a policy and outcome. Handles are made once: a labelled
 /// `counter!` builds and hashes its label set on every call, on every limited request.
+/// Indexed by declaration order: both arrays list their enum's variants in that order.
 fn decisions(policy: PolicyName, outcome: Outcome) -> &'static Counter {
     static HANDLES: LazyLock<[[Counter; 3]; 3]> = LazyLock::new(|| {
         [PolicyName::Default, PolicyName::Uploads, PolicyName::Anonymous].map(|p| {
