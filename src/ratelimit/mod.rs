@@ -128,16 +128,14 @@ impl Limiter {
     pub async fn check(&self, policy: PolicyName, identity: &str) -> Decision {
         let rate = self.rate(policy);
         let from_redis = match &self.redis {
-            Some(redis) if !self.redis_degraded() => {
-                match self.timed_check_redis(redis, policy, rate, identity).await {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
-                        tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
-                        None
-                    }
+            Some(redis) if !self.redis_degraded() => match self.check_redis(redis, policy, rate, identity).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
+                    tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         let decision = match from_redis {
@@ -153,21 +151,6 @@ impl Limiter {
         decision
     }
 
-    /// The Redis round trip, timed: what the limiter adds to a request's latency.
-    async fn timed_check_redis(
-        &self,
-        redis: &Redis,
-        policy: PolicyName,
-        rate: RatePolicy,
-        identity: &str,
-    ) -> anyhow::Result<Decision> {
-        static SECONDS: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(m::RATE_LIMIT_REDIS_DURATION));
-        let started = Instant::now();
-        let d = self.check_redis(redis, policy, rate, identity).await;
-        SECONDS.record(started.elapsed().as_secs_f64());
-        d
-    }
-
     async fn check_redis(
         &self,
         redis: &Redis,
@@ -179,8 +162,12 @@ impl Limiter {
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
         let mut invocation = self.script.key(key);
         invocation.arg(interval_us).arg(rate.burst);
-        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
-            redis.with_shared(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?;
+        // The round trip, timed (failures and time-outs too): what the limiter adds to a request.
+        static SECONDS: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(m::RATE_LIMIT_REDIS_DURATION));
+        let started = Instant::now();
+        let reply = redis.with_shared(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await;
+        SECONDS.record(started.elapsed().as_secs_f64());
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = reply?;
         Ok(Decision {
             policy,
             rate,
