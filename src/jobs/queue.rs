@@ -291,8 +291,8 @@ pub async fn complete_many(db: &PgPool, worker: &str, done: &[(Uuid, serde_json:
         return Ok(0);
     }
     let ids: Vec<Uuid> = done.iter().map(|d| d.0).collect();
-    let results: serde_json::Map<String, serde_json::Value> =
-        done.iter().map(|(id, result)| (id.to_string(), result.clone())).collect();
+    let results: HashMap<String, &serde_json::Value> =
+        done.iter().map(|(id, result)| (id.to_string(), result)).collect();
     let r = sqlx::query(COMPLETE_SQL)
         .bind(&ids)
         .bind(sqlx::types::Json(&results))

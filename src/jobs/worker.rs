@@ -267,11 +267,15 @@ async fn completer(
                 break;
             }
         }
-        let mut done = Vec::new();
+        // Successes: (id, result) for the statement, and each one's kind for its counter.
+        let (mut done, mut kinds) = (Vec::new(), Vec::new());
         for o in batch.drain(..) {
             metrics::histogram!(m::JOB_DURATION, "kind" => o.kind.clone()).record(o.elapsed.as_secs_f64());
             match o.result {
-                Ok(value) => done.push((o.id, o.kind, value)),
+                Ok(value) => {
+                    done.push((o.id, value));
+                    kinds.push(o.kind);
+                }
                 Err(e) => {
                     let outcome =
                         queue::fail(&state.db, &worker_id, o.id, &e.message, e.retryable, backoff(o.attempts)).await;
@@ -295,11 +299,10 @@ async fn completer(
             }
         }
         if !done.is_empty() {
-            let pairs: Vec<(Uuid, serde_json::Value)> = done.iter().map(|(id, _, v)| (*id, v.clone())).collect();
-            if let Err(e) = queue::complete_many(&state.db, &worker_id, &pairs).await {
-                tracing::error!(error = %e, jobs = pairs.len(), "recording successes failed; leases will expire and jobs re-run");
+            if let Err(e) = queue::complete_many(&state.db, &worker_id, &done).await {
+                tracing::error!(error = %e, jobs = done.len(), "recording successes failed; leases will expire and jobs re-run");
             }
-            for (id, kind, _) in done {
+            for ((id, _), kind) in done.into_iter().zip(kinds) {
                 metrics::counter!(m::JOBS_FINISHED, "kind" => kind, "outcome" => "succeeded").increment(1);
                 forget(&state, &running, id);
             }
