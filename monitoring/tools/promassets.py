@@ -31,6 +31,8 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 MON = os.path.dirname(HERE)
 ROOT = os.path.dirname(MON)
+# metrics.txt sections ballast itself exports (the rest come from exporters).
+OWN_SECTIONS = ("app", "app-extra", "process")
 SEVERITIES = {"critical", "warning"}
 TEMPLATE_SUBST = {"$__rate_interval": "30s", "$__interval": "5s", "$__range": "5m"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
@@ -315,7 +317,7 @@ def cmd_check_dashboards(args):
                     problems.append(f"{title}: empty expr")
                 if re.search(r"\[\d+[smh]\]", expr) and "[15m]" not in expr and "[1h]" not in expr:
                     problems.append(f"{title}: fixed range instead of $__rate_interval: {expr}")
-                app = [x for x in metric_names(expr) if known_metrics().get(x) in ("app", "app-extra", "process")]
+                app = [x for x in metric_names(expr) if known_metrics().get(x) in OWN_SECTIONS]
                 if app and ('instance=~"$instance"' not in expr or 'job=~"$job"' not in expr):
                     problems.append(f"{title}: app metric without $job/$instance filter")
         result(not problems, f"dashboard {fname}: {n} panels well-formed", "; ".join(problems))
@@ -497,7 +499,7 @@ def cmd_live_check(args):
             exported |= scraped_names(url)
         known = known_metrics()
         for name, section in sorted(known.items()):
-            if section not in ("app", "app-extra", "process") or name.endswith(("_sum", "_count")):
+            if section not in OWN_SECTIONS or name.endswith(("_sum", "_count")):
                 continue
             if name + "_bucket" in known:
                 continue  # histograms are checked through their _bucket series
