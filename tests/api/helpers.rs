@@ -556,6 +556,22 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Inserts `n` noop jobs of tenant `t` straight into the table, in `status` (finished ones
+/// with `finished_at` now): a queue of a given shape without going through the API.
+pub async fn seed_jobs(pool: &sqlx::PgPool, n: i32, status: &str) {
+    sqlx::query(
+        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
+         SELECT gen_random_uuid(), 't', 'noop', $2::text, \
+                CASE WHEN $2::text IN ('succeeded', 'failed', 'cancelled') THEN now() END \
+         FROM generate_series(1, $1::int4)",
+    )
+    .bind(n)
+    .bind(status)
+    .execute(pool)
+    .await
+    .expect("seed jobs");
+}
+
 /// Polls a database condition until it holds.
 pub async fn wait_db(pool: &sqlx::PgPool, sql: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;

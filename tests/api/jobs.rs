@@ -491,19 +491,8 @@ async fn claiming_reads_the_partial_queue_index_not_finished_jobs() {
     let db = TestDb::create(&admin_url()).await;
     let _app = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
     let pool = db.pool().await;
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
-         SELECT gen_random_uuid(), 't', 'noop', 'succeeded', now() FROM generate_series(1, 20000)",
-    )
-    .execute(&pool)
-    .await
-    .expect("seed finished");
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant, kind) SELECT gen_random_uuid(), 't', 'noop' FROM generate_series(1, 50)",
-    )
-    .execute(&pool)
-    .await
-    .expect("seed queued");
+    seed_jobs(&pool, 20000, "succeeded").await;
+    seed_jobs(&pool, 50, "queued").await;
     sqlx::query("ANALYZE jobs").execute(&pool).await.expect("analyze");
     let plan: Vec<(String,)> = sqlx::query_as(
         "EXPLAIN SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now() \
@@ -526,14 +515,8 @@ async fn batched_claims_and_completions_find_rows_by_primary_key_whatever_the_st
     // Statistics taken at a quiet moment: many queued and finished jobs, none running. With
     // them, `id IN (subquery)` planned as a hash join over a sequential scan of the table, and
     // a completion testing `status = 'running'` read every running job through the lease index.
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
-         SELECT gen_random_uuid(), 't', 'noop', CASE WHEN g % 2 = 0 THEN 'succeeded' ELSE 'queued' END, \
-                CASE WHEN g % 2 = 0 THEN now() END FROM generate_series(1, 40000) g",
-    )
-    .execute(&pool)
-    .await
-    .expect("seed");
+    seed_jobs(&pool, 20000, "succeeded").await;
+    seed_jobs(&pool, 20000, "queued").await;
     sqlx::query("ANALYZE jobs").execute(&pool).await.expect("analyze");
     // The plan a long-lived connection ends up with once Postgres caches a generic one.
     let mut conn = pool.acquire().await.expect("connection");
@@ -583,13 +566,7 @@ async fn completions_look_rows_up_by_key_whatever_the_table_size_and_its_statist
     for _ in 0..8 {
         queue::complete_many(&worker, "w", &done).await.expect("complete");
     }
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant, kind, status, finished_at) \
-         SELECT gen_random_uuid(), 't', 'noop', 'succeeded', now() FROM generate_series(1, 40000)",
-    )
-    .execute(&admin)
-    .await
-    .expect("grow");
+    seed_jobs(&admin, 40000, "succeeded").await; // the table grows
     let seq_scans = || async {
         sqlx::query("SELECT pg_stat_force_next_flush()").execute(&worker).await.expect("flush");
         sqlx::query("SELECT 1").execute(&worker).await.expect("end of transaction flushes");

@@ -87,12 +87,7 @@ async fn ten_thousand_jobs_across_two_workers_each_run_exactly_once() {
     let db = TestDb::create(&admin_url()).await;
     let api = Spawn::serve(&db).env("WORKER_CONCURRENCY", "0").start().await;
     let pool = db.pool().await;
-    sqlx::query(
-        "INSERT INTO jobs (id, tenant, kind) SELECT gen_random_uuid(), 't', 'noop' FROM generate_series(1, 10000)",
-    )
-    .execute(&pool)
-    .await
-    .expect("seed");
+    seed_jobs(&pool, 10000, "queued").await;
     let tuned = |s: Spawn| s.env("WORKER_CONCURRENCY", "64").env("JOB_CLAIM_BATCH", "64");
     let (a, b) = tokio::join!(tuned(worker(&db)).start(), tuned(worker(&db)).start());
     wait_db(&pool, "SELECT count(*) = 10000 FROM jobs WHERE status = 'succeeded'", Duration::from_secs(120)).await;
