@@ -172,14 +172,14 @@ alternate() {
   record "$key" "[${items[*]}]"
 }
 
-# Peak RSS of PID over a measurement, into FILE: the kernel keeps the peak (VmHWM) and
-# clear_refs mode 5 resets it. No sampling loop: a process spawned every 100 ms would be
-# measured as well, on whichever core it lands.
-sampler_start() {
-  SAMPLER_PID="$1"; SAMPLER_FILE="$2"
-  echo 5 >"/proc/$SAMPLER_PID/clear_refs" 2>/dev/null || true
+# peak_rss_start PID FILE … peak_rss_stop: PID's peak RSS in between, into FILE. The kernel
+# keeps the peak (VmHWM) and clear_refs mode 5 resets it. No sampling loop: a process spawned
+# every 100 ms would be measured as well, on whichever core it lands.
+peak_rss_start() {
+  PEAK_PID="$1"; PEAK_FILE="$2"
+  echo 5 >"/proc/$PEAK_PID/clear_refs" 2>/dev/null || true
 }
-sampler_stop() { hwm_kib "$SAMPLER_PID" >"$SAMPLER_FILE"; }
+peak_rss_stop() { hwm_kib "$PEAK_PID" >"$PEAK_FILE"; }
 
 num_lt() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)' "$1" "$2"; }
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
@@ -212,10 +212,10 @@ if want http; then
   wait_for_http "http://127.0.0.1:$BARE_PORT/json" 20 || die "bare did not start"
   sleep 1
   record mem.bare_idle_kib "$(rss_kib "$BARE_PID")"
-  sampler_start "$BARE_PID" "$RUN_DIR/bare.rss"
+  peak_rss_start "$BARE_PID" "$RUN_DIR/bare.rss"
   record http.bare_json "$(wrk_measure "http://127.0.0.1:$BARE_PORT/json")"
   record http.bare_db "$(wrk_measure "http://127.0.0.1:$BARE_PORT/db")"
-  sampler_stop
+  peak_rss_stop
   record mem.bare_load_kib "$(cat "$RUN_DIR/bare.rss" 2>/dev/null || echo 0)"
   stop_pid "$BARE_PID" TERM 10
 
@@ -226,10 +226,10 @@ if want http; then
   wait_for_http "$APP_URL/health/ready" 20 || die "ballast not ready"
   sleep 1
   record mem.ballast_idle_kib "$(rss_kib "$APP_PID")"
-  sampler_start "$APP_PID" "$RUN_DIR/app.rss"
+  peak_rss_start "$APP_PID" "$RUN_DIR/app.rss"
   record http.ballast_live "$(wrk_measure "$APP_URL/health/live")"
   record http.ballast_job "$(wrk_measure "$APP_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
-  sampler_stop
+  peak_rss_stop
   record mem.ballast_load_kib "$(cat "$RUN_DIR/app.rss" 2>/dev/null || echo 0)"
 
   # ---------------------------------------------------------------- 4b. RSS during an upload
@@ -239,14 +239,14 @@ if want http; then
   else
     log "4. RSS during a 100 MiB upload"
     head -c $((100 * 1024 * 1024)) /dev/urandom >"$RUN_DIR/upload.bin"
-    sampler_start "$APP_PID" "$RUN_DIR/upload.rss"
+    peak_rss_start "$APP_PID" "$RUN_DIR/upload.rss"
     before="$(rss_kib "$APP_PID")"
     t0="$(now_ms)"
     code="$(http_code --max-time 120 -X POST -H "Authorization: Bearer $TOKEN" \
       -H 'Content-Type: application/octet-stream' --data-binary @"$RUN_DIR/upload.bin" \
       "$APP_URL/api/v1/files?name=bench.bin")"
     t1="$(now_ms)"
-    sampler_stop
+    peak_rss_stop
     rm -f "$RUN_DIR/upload.bin"
     record mem.upload "{\"status\":$code,\"rss_before_kib\":$before,\"rss_peak_kib\":$(cat "$RUN_DIR/upload.rss" 2>/dev/null || echo 0),\"ms\":$((t1 - t0))}"
   fi
@@ -472,7 +472,6 @@ fi
 # ---------------------------------------------------------------- 3b. end to end
 if want e2e; then
   log "3b. end to end: wrk POST /api/v1/jobs (single noop jobs) into serve with the embedded pool"
-  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
   # 64 concurrent enqueues each hold a pooled connection for their transaction.
   ballast_start E2E "$JOBS_CPU" serve "${APP_ENV_VARS[@]}" "${JOB_ENV[@]}" DATABASE_MAX_CONNECTIONS=32
   SERVER_PIDS=("$E2E_PID")
@@ -490,24 +489,23 @@ if want e2e; then
       'finish_p99_ms', round((percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM finished_at - created_at)) * 1000)::numeric, 2))
     FROM jobs"
   }
+  # e2e_run KEY [VAR=VALUE...]: one wrk run of single-job POSTs into an empty queue (connections
+  # from MEASURE_CONNS), drained, recorded as jobs.KEY_http (HTTP side) and jobs.KEY (the jobs).
+  e2e_run() {
+    local key="$1" out; shift
+    psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
+    out="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST \
+      'WRK_BODY={"kind":"noop","payload":{}}' "$@")"
+    wait_drained 120 || die "end-to-end jobs ($key) did not drain within 120 s"
+    record "jobs.${key}_http" "$out"
+    record "jobs.$key" "$(e2e_stats)"
+  }
   # Paced (the target: a stated rate, ~5 500 offered, latency at that rate), saturated (-c
   # CONNS: capacity; a queue fed faster than it drains grows, so its start latency there
   # measures the backlog, not the wake-up) and light (-c 4: latency with nothing in front).
-  e2e="$(MEASURE_CONNS="${BENCH_PACED_CONNS:-144}" wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST \
-    'WRK_BODY={"kind":"noop","payload":{}}' "WRK_DELAY_MS=${BENCH_PACED_DELAY_MS:-16}")"
-  wait_drained 120 || die "end-to-end jobs (paced) did not drain within 120 s"
-  record jobs.e2e_paced_http "$e2e"
-  record jobs.e2e_paced "$(e2e_stats)"
-  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
-  e2e="$(wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
-  wait_drained 120 || die "end-to-end jobs did not drain within 120 s"
-  record jobs.e2e_http "$e2e"
-  record jobs.e2e "$(e2e_stats)"
-  psql_q "$DB_URL" "TRUNCATE jobs" >/dev/null
-  e2e="$(MEASURE_CONNS=4 wrk_measure "http://$E2E_HTTP/api/v1/jobs" "WRK_TOKEN=$TOKEN" WRK_METHOD=POST 'WRK_BODY={"kind":"noop","payload":{}}')"
-  wait_drained 120 || die "end-to-end jobs (light) did not drain within 120 s"
-  record jobs.e2e_light_http "$e2e"
-  record jobs.e2e_light "$(e2e_stats)"
+  MEASURE_CONNS="${BENCH_PACED_CONNS:-144}" e2e_run e2e_paced "WRK_DELAY_MS=${BENCH_PACED_DELAY_MS:-16}"
+  e2e_run e2e
+  MEASURE_CONNS=4 e2e_run e2e_light
   stop_pid "$E2E_PID" TERM 30
 fi
 
