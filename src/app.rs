@@ -17,7 +17,7 @@ use crate::http;
 use crate::jobs::WorkerStats;
 use crate::kv::Redis;
 use crate::metrics as m;
-use crate::shutdown::{self, Lifecycle};
+use crate::shutdown::{Lifecycle, Signals};
 use crate::state::{App, AppState};
 use crate::storage::Storage;
 
@@ -34,6 +34,7 @@ pub struct Application {
     mode: Mode,
     public: Option<TcpListener>,
     management: TcpListener,
+    signals: Signals,
 }
 
 impl Application {
@@ -43,15 +44,11 @@ impl Application {
         for w in &settings.warnings {
             tracing::warn!(warning = %w, "configuration");
         }
-        // Signals during start-up abort the dependency wait instead of being ignored.
-        let startup_cancel = tokio_util::sync::CancellationToken::new();
-        let guard = startup_cancel.clone();
-        let signal_task = tokio::spawn(async move {
-            shutdown::signal().await;
-            guard.cancel();
-        });
+        // From here on a signal is never lost: during the dependency wait it aborts start-up;
+        // later in start-up it is kept, and the drain begins as soon as serving does.
+        let signals = Signals::listen().context("registering the SIGTERM/SIGINT handlers")?;
         let deadline = settings.lifecycle.startup_timeout;
-        let db = crate::db::connect(&settings.database, deadline, &startup_cancel).await?;
+        let db = crate::db::connect(&settings.database, deadline, signals.first()).await?;
         let redis = Redis::build(&settings.redis)?;
         if let Some(r) = &redis {
             if settings.redis.required {
@@ -64,7 +61,6 @@ impl Application {
             crate::db::migrate(&db).await?;
         }
         let storage = Storage::open(&settings.storage).await?;
-        signal_task.abort();
 
         let public = match mode {
             Mode::Serve => Some(bind("HTTP_ADDR", settings.http.addr).await?),
@@ -98,7 +94,7 @@ impl Application {
         }));
         // A moment for the JWKS so the first RS256/ES256 tokens meet loaded keys; never fatal.
         state.verifier.wait_for_keys(std::time::Duration::from_secs(2)).await;
-        Ok(Application { state, mode, public, management })
+        Ok(Application { state, mode, public, management, signals })
     }
 
     pub fn public_addr(&self) -> Option<SocketAddr> {
@@ -161,14 +157,15 @@ impl Application {
             })
         };
 
-        let signal = shutdown::signal().await;
+        let signal = self.signals.received().await;
         let drain_started = Instant::now();
         lifecycle.start_draining();
         tracing::info!(signal, delay_s = s.lifecycle.readiness_delay.as_secs_f64(), "shutdown: draining");
         // A second signal means "now": exit at once, non-zero.
-        tokio::spawn(async {
-            let again = shutdown::signal().await;
-            tracing::warn!(signal = again, "second signal: exiting immediately");
+        let signals = self.signals.clone();
+        tokio::spawn(async move {
+            signals.again().await;
+            tracing::warn!("second signal: exiting immediately");
             std::process::exit(130);
         });
 

@@ -151,7 +151,17 @@ impl Spawn {
         self
     }
 
+    /// Spawns and waits for "listening" (start-up done, listeners bound).
     pub async fn start(self) -> TestApp {
+        let started = Instant::now();
+        let mut app = self.spawn();
+        app.wait_listening().await;
+        app.startup = started.elapsed();
+        app
+    }
+
+    /// Spawns and returns at once, for tests that act during start-up.
+    pub fn spawn(self) -> TestApp {
         let mut cmd = Command::new(bin());
         cmd.args(&self.command)
             .env_clear()
@@ -161,7 +171,6 @@ impl Spawn {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let started = Instant::now();
         let mut child = cmd.spawn().expect("spawn ballast");
         let logs = Logs::default();
         for stream in [
@@ -184,17 +193,14 @@ impl Spawn {
                 }
             });
         }
-        let mut app = TestApp {
+        TestApp {
             child,
             logs,
             http: None,
             mgmt: None,
             client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             startup: Duration::ZERO,
-        };
-        app.wait_listening().await;
-        app.startup = started.elapsed();
-        app
+        }
     }
 }
 

@@ -34,6 +34,22 @@ async fn a_second_signal_exits_at_once_with_a_non_zero_code() {
 }
 
 #[tokio::test]
+async fn sigterm_late_in_start_up_is_kept_and_drains_once_serving_begins() {
+    let db = TestDb::create(&admin_url()).await;
+    // A key server that never answers holds start-up for its 2 s grace after the migrations.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let jwks = format!("http://{}/jwks.json", hanging.local_addr().expect("addr"));
+    let mut app = Spawn::serve(&db).env("JWT_JWKS_URL", &jwks).spawn();
+    app.logs.wait_for(Duration::from_secs(30), |v| v["message"] == "migrations applied").await;
+    app.signal(libc::SIGTERM);
+
+    let status = app.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", app.logs.lines().join("\n"));
+    let summary = app.logs.wait_for(Duration::from_secs(1), |v| v["message"] == "shutdown complete").await;
+    assert_eq!(summary["signal"], "SIGTERM", "{summary}");
+}
+
+#[tokio::test]
 async fn sigterm_during_a_slow_request_lets_it_complete_and_exits_zero() {
     let db = TestDb::create(&admin_url()).await;
     let mut app = Spawn::serve(&db).start().await;
