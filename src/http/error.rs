@@ -126,7 +126,7 @@ impl IntoResponse for ApiError {
             title: self.title.to_string(),
             status: self.status.as_u16(),
             detail: self.detail,
-            instance: ctx.as_ref().map(|c| c.path.clone()).unwrap_or_default(),
+            instance: ctx.as_ref().map(|c| c.path().to_string()).unwrap_or_default(),
             trace_id: ctx.map(|c| c.trace_id.clone()).unwrap_or_default(),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -161,4 +161,18 @@ impl From<sqlx::Error> for ApiError {
             _ => ApiError::internal(e),
         }
     }
+}
+
+/// A caught panic as a 500 problem. The payload may hold internal details: it goes to the
+/// server log, never to the client.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("non-string panic payload");
+    tracing::error!(panic = message, "handler panicked");
+    let mut err = ApiError::internal(anyhow::anyhow!("handler panicked"));
+    err.source = None;
+    err.into_response()
 }

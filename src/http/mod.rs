@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware::from_fn_with_state, Router};
 use tokio::sync::Semaphore;
@@ -45,12 +44,11 @@ pub fn public_router(state: AppState) -> Router {
     // Layer order, outermost first (a request walks down this list, the response back up):
     // 1. observe: trace/request ids, access log, RED metrics and the security headers — sees
     //    every outcome, so even errors, sheds, time-outs and panics carry them; inside it,
-    //    load shedding before any work is done, then the request deadline;
-    // 2. panics become 500 problems (the worker thread survives, nothing leaks);
-    // 3. CORS; 4. compression; 5. the JSON body limit (uploads lift it on their own route).
+    //    load shedding before any work is done, the request deadline, and panics turned into
+    //    500 problems (the worker thread survives, nothing leaks);
+    // 2. CORS; 3. compression; 4. the JSON body limit (uploads lift it on their own route).
     let stack = ServiceBuilder::new()
         .layer(middleware::observe::ObserveLayer::new(state.clone(), limits))
-        .layer(CatchPanicLayer::custom(panic_response))
         .layer(tower::util::option_layer(cors(&s.cors_origins)))
         .layer(middleware::compress::NegotiatedCompressionLayer::new(compression))
         .layer(DefaultBodyLimit::max(s.max_json_body));
@@ -84,7 +82,7 @@ pub fn management_router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/info", get(management::info))
         .fallback(not_found)
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }
 
@@ -110,17 +108,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    // The payload may hold internal details: it goes to the server log, never to the client.
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("non-string panic payload");
-    tracing::error!(panic = message, "handler panicked");
-    let mut err = ApiError::internal(anyhow::anyhow!("handler panicked"));
-    err.source = None;
-    err.into_response()
 }

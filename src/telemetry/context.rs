@@ -12,12 +12,19 @@ pub struct RequestContext {
     pub trace_id: String,
     pub span_id: String,
     pub request_id: String,
-    pub method: String,
+    pub method: http::Method,
     /// The matched route template, or `unmatched`.
     pub route: String,
-    pub path: String,
+    /// Shares the request's bytes: no copy per request.
+    pub uri: http::Uri,
     /// Set by the auth extractor once a token is verified; read by the access log.
     pub user: OnceLock<String>,
+}
+
+impl RequestContext {
+    pub fn path(&self) -> &str {
+        self.uri.path()
+    }
 }
 
 tokio::task_local! {

@@ -116,9 +116,9 @@ mod tests {
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
             span_id: "00f067aa0ba902b7".into(),
             request_id: "req-1".into(),
-            method: "POST".into(),
+            method: http::Method::POST,
             route: "/api/v1/jobs".into(),
-            path: "/api/v1/jobs".into(),
+            uri: http::Uri::from_static("/api/v1/jobs"),
             user: OnceLock::new(),
         });
         CURRENT.scope(ctx, async { tracing::warn!(detail = "x", "inside a request") }).await;

@@ -2,8 +2,8 @@
 //! Content-Length), JSON errors, content type, slowloris, the request deadline and load
 //! shedding. jobs.rs already covers the plain 413/400/415 statuses; these add what they miss.
 //!
-//! Not covered: "a panic becomes a 500 problem". No production route can panic, and adding one
-//! for the test is not worth it; `CatchPanicLayer` + `panic_response` in src/http/mod.rs own it.
+//! "A panic becomes a 500 problem" is a unit test in src/http/middleware/observe.rs: no
+//! production route can panic, and adding one for this test is not worth it.
 
 use std::time::{Duration, Instant};
 

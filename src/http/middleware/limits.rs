@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::error::ApiError;
 
@@ -20,23 +20,25 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// At most `MAX_CONCURRENT_REQUESTS` run; the next one gets a fast 503 instead of a queue,
-    /// before `start` does any work. Requests taking longer than `REQUEST_TIMEOUT_SECS` are
-    /// answered 408, except those `no_deadline` exempts (uploads: 100 MiB from a slow client
-    /// may rightly take minutes; the body limit bounds them).
-    pub async fn run<F, Fut>(&self, no_deadline: bool, start: F) -> Response
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Response>,
-    {
-        let Ok(_permit) = self.permits.try_acquire() else {
-            return ApiError::unavailable("the server is at capacity; retry shortly", 1).into_response();
-        };
+    /// At most `MAX_CONCURRENT_REQUESTS` run: the permit lives as long as the request. Without
+    /// one the request gets [`Limits::shed`] instead of a queue, before any work is done.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    pub fn shed() -> Response {
+        ApiError::unavailable("the server is at capacity; retry shortly", 1).into_response()
+    }
+
+    /// Requests taking longer than `REQUEST_TIMEOUT_SECS` are answered 408, except those
+    /// `no_deadline` exempts (uploads: 100 MiB from a slow client may rightly take minutes;
+    /// the body limit bounds them).
+    pub async fn deadline(&self, no_deadline: bool, run: impl Future<Output = Response>) -> Response {
         if no_deadline {
-            return start().await;
+            return run.await;
         }
         let limit = self.request_timeout;
-        match tokio::time::timeout(limit, start()).await {
+        match tokio::time::timeout(limit, run).await {
             Ok(resp) => resp,
             Err(_) => ApiError::timeout(format!("the request took longer than {} s", limit.as_secs())).into_response(),
         }

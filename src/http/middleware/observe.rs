@@ -7,7 +7,11 @@
 //! the inner stack, a boxed `Next` and a boxed future per layer and request, measurable on a
 //! route that does nothing else.
 
+use std::any::Any;
 use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -15,13 +19,16 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::future::CatchUnwind;
+use futures::FutureExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::config::LogFormat;
 use crate::http::client_ip::{self, ClientIp};
-use crate::http::error::ErrorNote;
+use crate::http::error::{panic_response, ErrorNote};
 use crate::http::middleware::limits::Limits;
 use crate::http::middleware::{headers, red};
 use crate::metrics as m;
@@ -80,7 +87,7 @@ pub struct Observe<S> {
 
 impl<S> Service<Request> for Observe<S>
 where
-    S: Service<Request, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Error = Infallible> + Send + 'static,
     S::Response: IntoResponse,
     S::Future: Send + 'static,
 {
@@ -92,70 +99,111 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        // The instance polled ready serves this request; a clone stays for the next one.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let started = Instant::now();
+        let in_flight = InFlight::new();
+        let state = &self.state;
+        let headers = req.headers();
+        let trace_id = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(context::parse_traceparent)
+            .unwrap_or_else(context::new_trace_id);
+        let request_id = headers
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .and_then(context::sanitize_request_id)
+            .unwrap_or_else(context::new_request_id);
+        let route =
+            req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+        let client_ip = client_ip::resolve(&req, &state.settings.http.trusted_proxies);
+        req.extensions_mut().insert(ClientIp(client_ip));
+        let request_size =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+        let is_docs = req.uri().path() == "/docs";
+        let is_upload = req.method() == Method::POST && req.uri().path() == "/api/v1/files";
+        let method_label = red::method_label(req.method());
+        let req_query = req.uri().query().map(redact::redact_query);
+
+        // The JSON formatter takes trace_id, request_id, method and route of every line logged
+        // inside the request from this context: no span whose fields are formatted per request.
+        let ctx = Arc::new(RequestContext {
+            trace_id,
+            span_id: context::new_span_id(),
+            request_id,
+            method: req.method().clone(),
+            route,
+            uri: req.uri().clone(),
+            user: OnceLock::new(),
+        });
+        // Human-readable logs have no such formatter: there a span carries the ids.
+        let span = match state.settings.log_format {
+            LogFormat::Pretty => tracing::info_span!(
+                "request", trace_id = %ctx.trace_id, request_id = %ctx.request_id, method = %ctx.method, route = %ctx.route
+            ),
+            LogFormat::Json => tracing::Span::none(),
+        };
+        // Shedding comes before any work. Admitted, the request goes to the instance that was
+        // polled ready, now: the future needs no service of its own, so nothing is cloned.
+        // Panics, in building the future or in running it, become a 500 problem here: the
+        // worker thread survives and the response still gets its ids, headers and log line.
+        let admitted = self.limits.admit().map(|permit| (permit, call_guarded(&mut self.inner, req)));
         let (state, limits) = (self.state.clone(), self.limits.clone());
-        Box::pin(async move { Ok(observe(state, limits, req, inner).await) })
+        let seen = Seen { started, method_label, client_ip, request_size, is_docs, req_query };
+        Box::pin(async move {
+            let run = async {
+                let Some((permit, called)) = admitted else {
+                    return Limits::shed();
+                };
+                let resp = limits.deadline(is_upload, settle(called)).await;
+                drop(permit);
+                resp
+            };
+            let resp = context::CURRENT.scope(ctx.clone(), run.instrument(span)).await;
+            drop(in_flight);
+            Ok(finish(&state, ctx, seen, resp))
+        })
     }
 }
 
-async fn observe<S>(state: AppState, limits: Limits, mut req: Request, mut inner: S) -> Response
+type Guarded<F> = Pin<Box<CatchUnwind<AssertUnwindSafe<F>>>>;
+
+/// Calls `inner`, catching a panic in the call itself; the future comes back boxed at once
+/// (the stack's future is ~1 KiB and every combinator around it would move it).
+fn call_guarded<S: Service<Request>>(inner: &mut S, req: Request) -> Result<Guarded<S::Future>, Box<dyn Any + Send>> {
+    std::panic::catch_unwind(AssertUnwindSafe(move || inner.call(req)))
+        .map(|future| Box::pin(AssertUnwindSafe(future).catch_unwind()))
+}
+
+/// The response of a guarded call: a panic, then or later, is a 500 problem.
+async fn settle<F, R>(called: Result<Guarded<F>, Box<dyn Any + Send>>) -> Response
 where
-    S: Service<Request, Error = Infallible>,
-    S::Response: IntoResponse,
+    F: Future<Output = Result<R, Infallible>>,
+    R: IntoResponse,
 {
-    let started = Instant::now();
-    let _in_flight = InFlight::new();
-    let headers = req.headers();
-    let trace_id = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(context::parse_traceparent)
-        .unwrap_or_else(context::new_trace_id);
-    let request_id = headers
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(context::sanitize_request_id)
-        .unwrap_or_else(context::new_request_id);
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let client_ip = client_ip::resolve(&req, &state.settings.http.trusted_proxies);
-    req.extensions_mut().insert(ClientIp(client_ip));
-    let request_size =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
-    let is_docs = req.uri().path() == "/docs";
-    let method_label = red::method_label(req.method());
-    let req_query = req.uri().query().map(redact::redact_query);
+    match called {
+        Ok(future) => match future.await {
+            Ok(Ok(resp)) => resp.into_response(),
+            Ok(Err(never)) => match never {},
+            Err(panic) => panic_response(panic),
+        },
+        Err(panic) => panic_response(panic),
+    }
+}
 
-    // The JSON formatter takes trace_id, request_id, method and route of every line logged
-    // inside the request from this context: no span whose fields are formatted per request.
-    let ctx = Arc::new(RequestContext {
-        trace_id,
-        span_id: context::new_span_id(),
-        request_id,
-        method: req.method().as_str().to_string(),
-        route,
-        path: req.uri().path().to_string(),
-        user: OnceLock::new(),
-    });
-    // Human-readable logs have no such formatter: there a span carries the ids.
-    let span = match state.settings.log_format {
-        LogFormat::Pretty => tracing::info_span!(
-            "request", trace_id = %ctx.trace_id, request_id = %ctx.request_id, method = %ctx.method, route = %ctx.route
-        ),
-        LogFormat::Json => tracing::Span::none(),
-    };
-    let is_upload = req.method() == Method::POST && req.uri().path() == "/api/v1/files";
-    let run = limits.run(is_upload, move || async move {
-        match inner.call(req).await {
-            Ok(resp) => resp.into_response(),
-            Err(never) => match never {},
-        }
-    });
-    let mut resp = context::CURRENT.scope(ctx.clone(), run.instrument(span)).await;
+/// What `finish` needs of the request once the response is there.
+struct Seen {
+    started: Instant,
+    method_label: &'static str,
+    client_ip: std::net::IpAddr,
+    request_size: Option<f64>,
+    is_docs: bool,
+    req_query: Option<String>,
+}
 
+/// The response's way out: RED metrics, the access-log line, the ids and security headers.
+fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Response) -> Response {
+    let Seen { started, method_label, client_ip, request_size, is_docs, req_query } = seen;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     // Streamed bodies have no exact size yet: they count as 0 here.
@@ -202,15 +250,57 @@ where
     }
 
     let h = resp.headers_mut();
+    // One growth to the final size instead of doubling twice on the way.
+    h.reserve(9);
     headers::apply(h, is_docs, state.settings.http.hsts);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(X_REQUEST_ID, v);
+    // Not `format!`: it cannot size its buffer from the arguments and grows it twice.
+    let mut traceparent = String::with_capacity(55);
+    for part in ["00-", trace_id, "-", span_id, "-01"] {
+        traceparent.push_str(part);
     }
-    if let Ok(v) = HeaderValue::from_str(trace_id) {
-        h.insert(X_TRACE_ID, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-01")) {
-        h.insert(TRACEPARENT, v);
+    // The request is over: its ids move into the headers instead of being copied (unless
+    // something still holds the context).
+    let (trace_id, request_id) = match Arc::try_unwrap(ctx) {
+        Ok(c) => (c.trace_id, c.request_id),
+        Err(shared) => (shared.trace_id.clone(), shared.request_id.clone()),
+    };
+    for (name, value) in [(X_REQUEST_ID, request_id), (X_TRACE_ID, trace_id), (TRACEPARENT, traceparent)] {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            h.insert(name, v);
+        }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn problem_of(resp: Response) -> (u16, String, String) {
+        let status = resp.status().as_u16();
+        let kind = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap_or_default();
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_handler_panicking_in_its_future_or_its_call_answers_500_without_the_payload() {
+        let in_future = tower::service_fn(|_: Request| async {
+            if true {
+                panic!("secret in the future");
+            }
+            Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let mut in_call = tower::service_fn(|_: Request| -> std::future::Ready<Result<Response, Infallible>> {
+            panic!("secret in the call")
+        });
+        for resp in [
+            settle(call_guarded(&mut { in_future }, Request::new(axum::body::Body::empty()))).await,
+            settle(call_guarded(&mut in_call, Request::new(axum::body::Body::empty()))).await,
+        ] {
+            let (status, kind, body) = problem_of(resp).await;
+            assert_eq!((status, kind.as_str()), (500, "application/problem+json"), "{body}");
+            assert!(!body.contains("secret"), "the panic payload must not reach the client: {body}");
+        }
+    }
 }
