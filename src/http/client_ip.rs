@@ -8,9 +8,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request};
 use ipnet::IpNet;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
 pub fn resolve<B>(req: &Request<B>, trusted: &[IpNet]) -> IpAddr {
     let peer =
         req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([127, 0, 0, 1]));

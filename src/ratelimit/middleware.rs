@@ -8,7 +8,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{Decision, PolicyName};
-use crate::http::client_ip::ClientIp;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::context;
@@ -54,7 +53,7 @@ pub async fn rate_limit(State(state): State<AppState>, mut req: Request, next: N
     if !limiter.enabled() {
         return next.run(req).await;
     }
-    let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = context::with_current(|c| c.client_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
     if let Err(wait) = limiter.check_ip(ip) {
         return too_many(wait).into_response();
     }

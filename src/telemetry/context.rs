@@ -13,10 +13,12 @@ pub struct RequestContext {
     pub span_id: String,
     pub request_id: String,
     pub method: http::Method,
-    /// The matched route template, or `unmatched`.
-    pub route: String,
+    /// The matched route template, or `unmatched` (shared with the route's metric handles).
+    pub route: Arc<str>,
     /// Shares the request's bytes: no copy per request.
     pub uri: http::Uri,
+    /// The client's address (`http::client_ip`): the limiter's identity for anonymous requests.
+    pub client_ip: std::net::IpAddr,
     /// Set by the auth extractor once a token is verified; read by the access log.
     pub user: OnceLock<String>,
 }
@@ -51,9 +53,9 @@ fn random_hex<const N: usize>() -> String {
     // Per request, twice: into a stack buffer, not through `hex::encode`'s char iterator.
     let mut out = [0u8; 32];
     let out = &mut out[..2 * N];
-    match hex::encode_to_slice(buf, out) {
-        Ok(()) => String::from_utf8_lossy(out).into_owned(),
-        Err(_) => hex::encode(buf), // N > 16: not a size this module asks for
+    match hex::encode_to_slice(buf, out).map(|()| std::str::from_utf8(out)) {
+        Ok(Ok(hex)) => hex.to_owned(),
+        _ => hex::encode(buf), // N > 16: not a size this module asks for
     }
 }
 

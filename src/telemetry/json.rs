@@ -58,7 +58,7 @@ where
             map.insert("trace_id".into(), Value::from(c.trace_id.as_str()));
             map.insert("request_id".into(), Value::from(c.request_id.as_str()));
             map.insert("method".into(), Value::from(c.method.as_str()));
-            map.insert("route".into(), Value::from(c.route.as_str()));
+            map.insert("route".into(), Value::from(&*c.route));
         });
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
@@ -119,6 +119,7 @@ mod tests {
             method: http::Method::POST,
             route: "/api/v1/jobs".into(),
             uri: http::Uri::from_static("/api/v1/jobs"),
+            client_ip: [192, 0, 2, 1].into(),
             user: OnceLock::new(),
         });
         CURRENT.scope(ctx, async { tracing::warn!(detail = "x", "inside a request") }).await;

@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::config::LogFormat;
-use crate::http::client_ip::{self, ClientIp};
+use crate::http::client_ip;
 use crate::http::error::{panic_response, ErrorNote};
 use crate::http::middleware::limits::Limits;
 use crate::http::middleware::{headers, red};
@@ -99,7 +99,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let in_flight = InFlight::new();
         let state = &self.state;
@@ -114,10 +114,8 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(context::sanitize_request_id)
             .unwrap_or_else(context::new_request_id);
-        let route =
-            req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+        let route = red::route(req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()));
         let client_ip = client_ip::resolve(&req, &state.settings.http.trusted_proxies);
-        req.extensions_mut().insert(ClientIp(client_ip));
         let request_size =
             req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
         let is_docs = req.uri().path() == "/docs";
@@ -132,8 +130,9 @@ where
             span_id: context::new_span_id(),
             request_id,
             method: req.method().clone(),
-            route,
+            route: route.name.clone(),
             uri: req.uri().clone(),
+            client_ip,
             user: OnceLock::new(),
         });
         // Human-readable logs have no such formatter: there a span carries the ids.
@@ -149,7 +148,7 @@ where
         // worker thread survives and the response still gets its ids, headers and log line.
         let admitted = self.limits.admit().map(|permit| (permit, call_guarded(&mut self.inner, req)));
         let (state, limits) = (self.state.clone(), self.limits.clone());
-        let seen = Seen { started, method_label, client_ip, request_size, is_docs, req_query };
+        let seen = Seen { started, method_label, route, request_size, is_docs, req_query };
         Box::pin(async move {
             let run = async {
                 let Some((permit, called)) = admitted else {
@@ -195,7 +194,7 @@ where
 struct Seen {
     started: Instant,
     method_label: &'static str,
-    client_ip: std::net::IpAddr,
+    route: Arc<red::RouteEntry>,
     request_size: Option<f64>,
     is_docs: bool,
     req_query: Option<String>,
@@ -203,7 +202,7 @@ struct Seen {
 
 /// The response's way out: RED metrics, the access-log line, the ids and security headers.
 fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Response) -> Response {
-    let Seen { started, method_label, client_ip, request_size, is_docs, req_query } = seen;
+    let Seen { started, method_label, route: route_entry, request_size, is_docs, req_query } = seen;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     // Streamed bodies have no exact size yet: they count as 0 here.
@@ -214,10 +213,10 @@ fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Resp
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     });
-    let RequestContext { trace_id, request_id, method, route, span_id, user, .. } = &*ctx;
+    let RequestContext { trace_id, request_id, method, route, span_id, user, client_ip, .. } = &*ctx;
     red::record(&red::Sample {
         method: method_label,
-        route,
+        route: &route_entry,
         status,
         seconds: elapsed.as_secs_f64(),
         request_size,

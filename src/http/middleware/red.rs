@@ -32,7 +32,9 @@ struct ByStatus {
     duration: Histogram,
 }
 
-struct RouteEntry {
+pub struct RouteEntry {
+    /// The route template, shared by every request's context.
+    pub name: Arc<str>,
     request_size: Histogram,
     response_size: Histogram,
     by_status: RwLock<HashMap<(&'static str, u16), Arc<ByStatus>>>,
@@ -43,7 +45,7 @@ static ROUTES: LazyLock<RwLock<HashMap<String, Arc<RouteEntry>>>> = LazyLock::ne
 /// What one finished request adds to the http_* series.
 pub struct Sample<'a> {
     pub method: &'static str,
-    pub route: &'a str,
+    pub route: &'a RouteEntry,
     pub status: u16,
     pub seconds: f64,
     pub request_size: Option<f64>,
@@ -51,8 +53,8 @@ pub struct Sample<'a> {
 }
 
 pub fn record(s: &Sample<'_>) {
-    let entry = route_entry(s.route);
-    let by = by_status(&entry, s);
+    let entry = s.route;
+    let by = by_status(entry, s);
     by.requests.increment(1);
     by.duration.record(s.seconds);
     if let Some(size) = s.request_size {
@@ -61,7 +63,8 @@ pub fn record(s: &Sample<'_>) {
     entry.response_size.record(s.response_size);
 }
 
-fn route_entry(route: &str) -> Arc<RouteEntry> {
+/// The handles of a route template, made on its first request.
+pub fn route(route: &str) -> Arc<RouteEntry> {
     // A poisoned lock only means a panic elsewhere while holding it; the map is still sound.
     if let Some(e) = ROUTES.read().unwrap_or_else(|p| p.into_inner()).get(route) {
         return e.clone();
@@ -71,6 +74,7 @@ fn route_entry(route: &str) -> Arc<RouteEntry> {
         .entry(route.to_string())
         .or_insert_with(|| {
             Arc::new(RouteEntry {
+                name: Arc::from(route),
                 request_size: metrics::histogram!(m::HTTP_REQUEST_SIZE, "route" => route.to_string()),
                 response_size: metrics::histogram!(m::HTTP_RESPONSE_SIZE, "route" => route.to_string()),
                 by_status: RwLock::default(),
@@ -84,7 +88,8 @@ fn by_status(entry: &RouteEntry, s: &Sample<'_>) -> Arc<ByStatus> {
     if let Some(b) = entry.by_status.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return b.clone();
     }
-    let labels = [("method", s.method.to_string()), ("route", s.route.to_string()), ("status", s.status.to_string())];
+    let labels =
+        [("method", s.method.to_string()), ("route", s.route.name.to_string()), ("status", s.status.to_string())];
     let mut map = entry.by_status.write().unwrap_or_else(|p| p.into_inner());
     map.entry(key)
         .or_insert_with(|| {
