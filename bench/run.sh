@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ballast benchmark (DESIGN §11, issue 10): one run on loopback, a table on stdout and JSON in
 # bench/results/latest.json. Sections:
-#   1. bare axum (examples/bare.rs) vs ballast's full stack on equivalent routes;
+#   1. bare axum (examples/bare.rs) vs ballast's full stack on equivalent routes; 1d. the same
+#      pair's userland instructions per request under callgrind (independent of host speed);
 #   2. limiter cost (RATE_LIMIT_ENABLED true vs false) and Redis's own EVALSHA ceiling;
 #   3. jobs: burn-down of pre-inserted noop jobs (1 and 2 processes), and HTTP enqueue →
 #      start latency end to end;
@@ -12,8 +13,8 @@
 # Knobs (environment): BENCH_DURATION (10 s per measurement), BENCH_WARMUP (2 s),
 # BENCH_CONNECTIONS (64), BENCH_JOBS (100000), BENCH_WORKER_CONCURRENCY / BENCH_CLAIM_BATCH
 # (512 / 256), BENCH_SKIP_BUILD=1 (use the binaries already in the target dir),
-# BENCH_OUT (bench/results/latest.json), BENCH_SECTIONS (subset of "http limiter jobs e2e
-# startup"), BENCH_QUIET_WAIT (seconds to wait for other work on the machine to stop, 0).
+# BENCH_OUT (bench/results/latest.json), BENCH_SECTIONS (subset of "http instr limiter jobs
+# e2e startup"), BENCH_QUIET_WAIT (seconds to wait for other work on the machine to stop, 0).
 # ballast_start sets <NAME>_PID/_HTTP/_MGMT with printf -v, which shellcheck cannot see:
 # shellcheck disable=SC2153
 set -euo pipefail
@@ -34,7 +35,7 @@ JOBS_N="${BENCH_JOBS:-100000}"
 WORKER_CONC="${BENCH_WORKER_CONCURRENCY:-512}"
 CLAIM_BATCH="${BENCH_CLAIM_BATCH:-256}"
 OUT="${BENCH_OUT:-$ROOT/bench/results/latest.json}"
-SECTIONS=" ${BENCH_SECTIONS:-http limiter jobs e2e startup} "
+SECTIONS=" ${BENCH_SECTIONS:-http instr limiter jobs e2e startup} "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 JWT_SECRET="bench-secret-0123456789abcdef-0123456789abcdef"
 
@@ -43,6 +44,7 @@ JWT_SECRET="bench-secret-0123456789abcdef-0123456789abcdef"
 if [ "$(nproc)" -ge 2 ]; then SERVER_CPU=0; CLIENT_CPU=1; INFRA_CPU=1; else SERVER_CPU=""; CLIENT_CPU=""; INFRA_CPU=""; fi
 
 ensure_apt wrk redis-tools:redis-benchmark redis-server:redis-server curl
+if want instr; then ensure_apt valgrind; fi
 ensure_postgres_binaries
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -271,6 +273,47 @@ if want http; then
   wait_for_http "http://$READY_HTTP/health/ready" 20 || die "ballast not ready"
   record http.ballast_ready_nocache "$(wrk_measure "http://$READY_HTTP/health/ready")"
   stop_pid "$READY_PID" TERM 30
+fi
+
+# ---------------------------------------------------------------- 1d. instructions per request
+# The host's speed drifts by up to ~25 % between minutes (and more between days); the number of
+# instructions a request costs does not. callgrind counts them in user space (the kernel's
+# share, mostly the same two syscalls for both, is not counted): a regression in the stack
+# shows here even when the rps figures drown it.
+# instr_per_request URL BIN ARG...: BIN runs under callgrind on the server core, with the
+# environment INSTR_ENV (VAR=VALUE list) and nothing else; after a warm-up the counters are
+# zeroed, wrk sends INSTR_S seconds of load (8 connections), the counters are dumped.
+instr_per_request() {
+  local url="$1" pid requests total dump
+  shift
+  ( pin "$SERVER_CPU" env -i "${INSTR_ENV[@]}" valgrind --tool=callgrind \
+      --callgrind-out-file="$RUN_DIR/cg.%p" "$@" ) >"$RUN_DIR/cg.log" 2>&1 &
+  pid=$!
+  RUN_PIDS+=("$pid")
+  wait_for_http "$url" 120 || die "no answer from $url under callgrind (see $RUN_DIR/cg.log)"
+  ( pin "$CLIENT_CPU" wrk -t1 -c8 -d3s "$url" ) >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  requests="$( ( pin "$CLIENT_CPU" wrk -t1 -c8 -d"${INSTR_S:-8}s" "$url" ) | awk '/requests in/ {print $1}')"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  # The dump after a zeroing is part 1 ("cg.PID.1"); its summary line is the total.
+  dump="$RUN_DIR/cg.$pid.1"
+  total="$(sed -n 's/^summary: //p' "$dump" 2>/dev/null | head -n 1)"
+  stop_pid "$pid" TERM 30
+  if [ -z "$total" ] || [ "${requests:-0}" -le 0 ]; then
+    die "callgrind gave no count for $url (see $RUN_DIR/cg.log)"
+  fi
+  printf '{"requests":%s,"instructions":%s,"per_request":%s}' "$requests" "$total" "$((total / requests))"
+}
+
+if want instr; then
+  log "1d. userland instructions per request under callgrind: bare /json, ballast /health/live"
+  port="$(free_port)"
+  INSTR_ENV=(PATH=/usr/bin:/bin)
+  record instr.bare "$(instr_per_request "http://127.0.0.1:$port/json" "$BARE_BIN" "127.0.0.1:$port")"
+  port="$(free_port)"
+  INSTR_ENV=("${BALLAST_BASE_ENV[@]}" "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
+    "HTTP_ADDR=127.0.0.1:$port" STARTUP_DEPENDENCY_TIMEOUT_SECS=120)
+  record instr.ballast "$(instr_per_request "http://127.0.0.1:$port/health/live" "$BALLAST_BIN" serve)"
 fi
 
 # ---------------------------------------------------------------- 2. limiter cost

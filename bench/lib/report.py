@@ -112,6 +112,12 @@ def main():
         p(f"  alternating rounds, ballast /health/live ÷ bare /json: rps × {', '.join(fmt(x, 3) for x in rr)}"
           f" → median × {med:.3f} (server CPU × {fmt(http['rounds']['median_cpu_ratio'], 2)})"
           f" — target ≥ 0.70: {'met' if med >= 0.70 else 'MISSED'}")
+    ib, ia = r.get("instr.bare"), r.get("instr.ballast")
+    if ib and ia:
+        http["instructions"] = {"bare": ib, "ballast": ia, "ratio": ratio(ia["per_request"], ib["per_request"])}
+        p(f"  userland instructions per request (callgrind, 8 connections): bare {ib['per_request']:,},"
+          f" ballast {ia['per_request']:,} → × {fmt(http['instructions']['ratio'], 2)}"
+          f" ({ia['per_request'] - ib['per_request']:,} for the stack; host-speed independent)")
     out["http"] = http
     p("")
 
