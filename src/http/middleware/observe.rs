@@ -29,7 +29,7 @@ use tracing::Instrument;
 use crate::config::LogFormat;
 use crate::http::client_ip;
 use crate::http::error::{panic_response, ErrorNote};
-use crate::http::middleware::limits::Limits;
+use crate::http::middleware::limits::{self, Limits};
 use crate::http::middleware::{headers, red};
 use crate::metrics as m;
 use crate::state::AppState;
@@ -147,14 +147,14 @@ where
         // Panics, in building the future or in running it, become a 500 problem here: the
         // worker thread survives and the response still gets its ids, headers and log line.
         let admitted = self.limits.admit().map(|permit| (permit, call_guarded(&mut self.inner, req)));
-        let (state, limits) = (self.state.clone(), self.limits.clone());
+        let (state, timeout) = (self.state.clone(), self.limits.request_timeout);
         let seen = Seen { started, method_label, route, request_size, is_docs, req_query };
         Box::pin(async move {
             let run = async {
                 let Some((permit, called)) = admitted else {
-                    return Limits::shed();
+                    return limits::shed();
                 };
-                let resp = limits.deadline(is_upload, settle(called)).await;
+                let resp = limits::deadline(timeout, is_upload, settle(called)).await;
                 drop(permit);
                 resp
             };
