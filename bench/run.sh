@@ -446,7 +446,7 @@ wait_drained() {
   coproc DRAIN { psql "$DB_URL" -qAtX 2>&1; }
   pid="$DRAIN_PID"; wfd="${DRAIN[1]}"
   while [ "$SECONDS" -lt "$deadline" ]; do
-    printf '%s\n' "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'));" >&"${DRAIN[1]}"
+    printf '%s\n' "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued','running'));" >&"$wfd"
     IFS= read -r ans <&"${DRAIN[0]}" || break
     if [ "$ans" = f ]; then rc=0; break; fi
     IFS= read -r -t 0.05 ans <&"${DRAIN[0]}" || true
