@@ -9,6 +9,7 @@
 //! A failed refresh keeps the keys already cached.
 
 use std::collections::hash_map::{Entry, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,9 @@ struct Shared {
     url: url::Url,
     client: Option<reqwest::Client>,
     keys: RwLock<Arc<KeySet>>,
+    /// Bumped after every set stored (after the swap), so a verified-token cache entry made
+    /// under an older set is not honoured.
+    generation: AtomicU64,
     wake: Notify,
     last_wake: Mutex<Option<Instant>>,
     refresh_every: Duration,
@@ -171,6 +175,7 @@ impl Jwks {
             url,
             client,
             keys: RwLock::new(Arc::new(KeySet::default())),
+            generation: AtomicU64::new(0),
             wake: Notify::new(),
             last_wake: Mutex::new(None),
             refresh_every,
@@ -192,6 +197,11 @@ impl Jwks {
     pub async fn first_attempt(&self, timeout: Duration) {
         let mut attempts = self.attempts.clone();
         let _ = tokio::time::timeout(timeout, attempts.wait_for(|n| *n > 0)).await;
+    }
+
+    /// Which key set is current; read it *before* looking a key up.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
     }
 
     /// The key for a token's `kid` (or, without a kid, the only key for `alg`). A miss asks the
@@ -249,6 +259,7 @@ impl Shared {
         let changed = keys.kids() != kids || keys.len() != count;
         *keys = Arc::new(set);
         drop(keys);
+        self.generation.fetch_add(1, Ordering::Release);
         if changed {
             for (index, reason) in &skipped {
                 tracing::warn!(index, reason, "JWKS: key skipped");

@@ -2,6 +2,7 @@
 //! RS256/ES256 tokens with the keys published at `JWT_JWKS_URL`; both may be configured at
 //! once. The tenant owning a request's resources is the `org` claim, else `sub`.
 
+mod cache;
 mod claims;
 mod jwks;
 mod verifier;

@@ -6,12 +6,13 @@
 //! classic confusion attack: the "secret" would be public), and an RS256 token is refused
 //! outright when only a shared secret is configured.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 
+use super::cache::TokenCache;
 use super::claims::Claims;
 use super::jwks::{Jwks, Miss};
 use super::Identity;
@@ -31,6 +32,7 @@ pub struct Verifier {
     hs256: Validation,
     rs256: Validation,
     es256: Validation,
+    verified: TokenCache,
 }
 
 impl Verifier {
@@ -45,6 +47,7 @@ impl Verifier {
             hs256: validation(Algorithm::HS256, settings),
             rs256: validation(Algorithm::RS256, settings),
             es256: validation(Algorithm::ES256, settings),
+            verified: TokenCache::default(),
         }
     }
 
@@ -60,6 +63,19 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(ApiError::unauthorized("the token is too large"));
         }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // Read before any key is looked up (see `Jwks::generation`).
+        let generation = self.jwks.as_ref().map_or(0, Jwks::generation);
+        if let Some(identity) = self.verified.get(token, now, generation) {
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_in_full(token)?;
+        self.verified.put(token, &identity, now, exp.saturating_add(LEEWAY_SECS), generation);
+        Ok(identity)
+    }
+
+    /// Every check, and the token's `exp`.
+    fn verify_in_full(&self, token: &str) -> Result<(Identity, u64), ApiError> {
         let header = decode_header(token)
             .map_err(|_| ApiError::unauthorized("the token is malformed or its algorithm is not supported"))?;
         let refused = || ApiError::unauthorized("the token algorithm is not accepted by this server");
@@ -85,7 +101,8 @@ impl Verifier {
             return Err(ApiError::unauthorized("the token's sub claim is empty"));
         }
         let tenant = c.org.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| c.sub.clone());
-        Ok(Identity { sub: c.sub, tenant, scopes: c.scope.split_whitespace().map(str::to_string).collect() })
+        let scopes = c.scope.split_whitespace().map(str::to_string).collect();
+        Ok((Identity { sub: c.sub, tenant, scopes }, c.exp))
     }
 }
 

@@ -40,6 +40,27 @@ pub struct Problem {
     pub trace_id: String,
 }
 
+/// What a `Problem` serialises as, borrowed from the error and the request context.
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: Urn,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    instance: &'a str,
+    trace_id: &'a str,
+}
+
+/// `urn:ballast:problem:{slug}`, written without building the string first.
+struct Urn(&'static str);
+
+impl Serialize for Urn {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("urn:ballast:problem:{}", self.0))
+    }
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Self { status, slug, title, detail: detail.into(), headers: Vec::new(), source: None }
@@ -49,6 +70,11 @@ impl ApiError {
         if let Ok(v) = HeaderValue::from_str(value) {
             self.headers.push((name, v));
         }
+        self
+    }
+
+    pub fn with_value(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
         self
     }
 
@@ -121,15 +147,17 @@ impl IntoResponse for ApiError {
             None if self.status.is_server_error() => Some(self.detail.clone()),
             None => None,
         };
-        let body = Problem {
-            kind: format!("urn:ballast:problem:{}", self.slug),
-            title: self.title.to_string(),
+        // Borrowed, not a `Problem`: four fewer allocations on every refused request (429s).
+        let body = ProblemBody {
+            kind: Urn(self.slug),
+            title: self.title,
             status: self.status.as_u16(),
-            detail: self.detail,
-            instance: ctx.as_ref().map(|c| c.path().to_string()).unwrap_or_default(),
-            trace_id: ctx.map(|c| c.trace_id.clone()).unwrap_or_default(),
+            detail: &self.detail,
+            instance: ctx.as_ref().map_or("", |c| c.path()),
+            trace_id: ctx.as_ref().map_or("", |c| c.trace_id.as_str()),
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(256);
+        let _ = serde_json::to_writer(&mut bytes, &body);
         let mut resp = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], bytes).into_response();
         resp.headers_mut().extend(self.headers);
         if let Some(note) = note {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::http::HeaderValue;
 use metrics::{Counter, Histogram};
 use redis::Script;
 
@@ -56,6 +57,8 @@ pub struct Limiter {
     ip_guard: local::IpGuard,
     /// Unix millis until which Redis is skipped after a failure (the breaker).
     redis_skip_until: AtomicU64,
+    /// `RateLimit-Policy` and `X-RateLimit-Limit` of each policy, in `PolicyName` order.
+    policy_headers: [(HeaderValue, HeaderValue); 3],
 }
 
 fn now_ms() -> u64 {
@@ -85,6 +88,14 @@ fn decisions(policy: PolicyName, outcome: Outcome) -> &'static Counter {
     &HANDLES[policy as usize][outcome as usize]
 }
 
+fn rate_of(settings: &RateLimitSettings, policy: PolicyName) -> RatePolicy {
+    match policy {
+        PolicyName::Default => settings.default,
+        PolicyName::Uploads => settings.uploads,
+        PolicyName::Anonymous => settings.anonymous,
+    }
+}
+
 impl Limiter {
     pub fn new(settings: &RateLimitSettings, redis: Option<Redis>) -> Limiter {
         Limiter {
@@ -94,7 +105,17 @@ impl Limiter {
             local: local::Local::new(settings),
             ip_guard: local::IpGuard::new(settings.ip_per_second, settings.ip_burst),
             redis_skip_until: AtomicU64::new(0),
+            policy_headers: [PolicyName::Default, PolicyName::Uploads, PolicyName::Anonymous].map(|p| {
+                let rate = rate_of(settings, p);
+                let policy = format!("\"{}\";q={};w=60", p.as_str(), rate.per_minute);
+                (HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")), HeaderValue::from(rate.burst))
+            }),
         }
+    }
+
+    /// `RateLimit-Policy` and `X-RateLimit-Limit` for `policy`.
+    pub fn policy_headers(&self, policy: PolicyName) -> &(HeaderValue, HeaderValue) {
+        &self.policy_headers[policy as usize]
     }
 
     pub fn enabled(&self) -> bool {
@@ -102,11 +123,7 @@ impl Limiter {
     }
 
     fn rate(&self, policy: PolicyName) -> RatePolicy {
-        match policy {
-            PolicyName::Default => self.settings.default,
-            PolicyName::Uploads => self.settings.uploads,
-            PolicyName::Anonymous => self.settings.anonymous,
-        }
+        rate_of(&self.settings, policy)
     }
 
     /// The flood guard: per client IP, in process, no I/O.

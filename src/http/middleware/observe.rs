@@ -26,6 +26,10 @@ use futures::FutureExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+/// Response headers `finish` adds (ids, `traceparent`, security headers): inner layers that
+/// add their own reserve room for these too, so the map grows once.
+pub const HEADERS_ADDED: usize = 9;
+
 use crate::config::LogFormat;
 use crate::http::client_ip;
 use crate::http::error::{panic_response, ErrorNote};
@@ -230,8 +234,8 @@ fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Resp
         ($lvl:ident) => {
             tracing::$lvl!(
                 target: "access",
-                method = %method, route = %route, status, duration_ms, bytes_out, client_ip = %client_ip,
-                user, trace_id = %trace_id, request_id = %request_id,
+                method = method.as_str(), route = &**route, status, duration_ms, bytes_out, client_ip = %client_ip,
+                user, trace_id = trace_id.as_str(), request_id = request_id.as_str(),
                 query = req_query.as_deref().unwrap_or(""), error = error.as_deref(),
                 "request completed"
             )
@@ -250,7 +254,7 @@ fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Resp
 
     let h = resp.headers_mut();
     // One growth to the final size instead of doubling twice on the way.
-    h.reserve(9);
+    h.reserve(HEADERS_ADDED);
     headers::apply(h, is_docs, state.settings.http.hsts);
     // Not `format!`: it cannot size its buffer from the arguments and grows it twice.
     let mut traceparent = String::with_capacity(55);
