@@ -5,7 +5,7 @@
 //! An entry is only ever made for a token that passed every check, and it is honoured only
 //! while all of these hold, so the cache never accepts what a full verification would refuse:
 //! - the token has not expired (its `exp` plus the verifier's leeway);
-//! - it was verified less than [`TTL`] ago (bounds how long any other change takes effect);
+//! - it was verified less than [`TTL_SECS`] ago (bounds how long any other change takes effect);
 //! - the JWKS key set has not been replaced since (a refresh that drops a key must stop
 //!   tokens signed with it at once, as it did before there was a cache).
 //!

@@ -323,7 +323,7 @@ pub async fn get_content(
                 "Range not satisfiable",
                 format!("the requested range lies outside the file's {size} bytes"),
             )
-            .with_header(header::CONTENT_RANGE, &format!("bytes */{size}")));
+            .with_header(header::CONTENT_RANGE, format!("bytes */{size}")));
         }
     };
     if let Some(r) = &range {

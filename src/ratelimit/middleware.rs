@@ -28,7 +28,7 @@ fn too_many(retry_after: std::time::Duration) -> ApiError {
         "Too many requests",
         format!("rate limit exceeded; retry in {secs} s"),
     )
-    .with_value(header::RETRY_AFTER, HeaderValue::from(secs))
+    .with_header(header::RETRY_AFTER, secs)
 }
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -40,7 +40,6 @@ impl PolicyName {
 #[derive(Clone, Debug)]
 pub struct Decision {
     pub policy: PolicyName,
-    pub rate: RatePolicy,
     pub allowed: bool,
     pub remaining: u64,
     pub retry_after: Duration,
@@ -187,7 +186,6 @@ impl Limiter {
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = reply?;
         Ok(Decision {
             policy,
-            rate,
             allowed: allowed == 1,
             remaining: remaining.max(0) as u64,
             retry_after: Duration::from_millis(retry_ms.max(0) as u64),
@@ -199,7 +197,6 @@ impl Limiter {
     fn fallback(&self, policy: PolicyName, rate: RatePolicy, identity: &str) -> Decision {
         let base = Decision {
             policy,
-            rate,
             allowed: true,
             remaining: u64::from(rate.burst),
             retry_after: Duration::ZERO,

@@ -26,10 +26,6 @@ use futures::FutureExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-/// Response headers `finish` adds (ids, `traceparent`, security headers): inner layers that
-/// add their own reserve room for these too, so the map grows once.
-pub const HEADERS_ADDED: usize = 9;
-
 use crate::config::LogFormat;
 use crate::http::client_ip;
 use crate::http::error::{panic_response, ErrorNote};
@@ -39,6 +35,10 @@ use crate::metrics as m;
 use crate::state::AppState;
 use crate::telemetry::context::{self, RequestContext};
 use crate::telemetry::redact;
+
+/// Response headers `finish` adds (ids, `traceparent`, security headers): inner layers that
+/// add their own reserve room for these too, so the map grows once.
+pub const HEADERS_ADDED: usize = 9;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
