@@ -4,11 +4,12 @@
 //! `RATE_LIMIT_FAIL_MODE` (an in-process GCRA by default) and a breaker keeps later requests
 //! from paying the timeout again until Redis answers.
 
+mod batch;
 mod local;
 pub mod middleware;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderValue;
@@ -52,6 +53,8 @@ pub struct Limiter {
     settings: RateLimitSettings,
     redis: Option<Redis>,
     script: Script,
+    /// Started on the first decision, inside the runtime that serves the requests.
+    batcher: OnceLock<batch::Batcher>,
     local: local::Local,
     ip_guard: local::IpGuard,
     /// Unix millis until which Redis is skipped after a failure (the breaker).
@@ -101,6 +104,7 @@ impl Limiter {
             settings: settings.clone(),
             redis,
             script: Script::new(include_str!("gcra.lua")),
+            batcher: OnceLock::new(),
             local: local::Local::new(settings),
             ip_guard: local::IpGuard::new(settings.ip_per_second, settings.ip_burst),
             redis_skip_until: AtomicU64::new(0),
@@ -144,11 +148,11 @@ impl Limiter {
     pub async fn check(&self, policy: PolicyName, identity: &str) -> Decision {
         let rate = self.rate(policy);
         let from_redis = match &self.redis {
+            // A failed decision was logged once for its whole pipeline; here it trips the breaker.
             Some(redis) if !self.redis_degraded() => match self.check_redis(redis, policy, rate, identity).await {
                 Ok(d) => Some(d),
-                Err(e) => {
+                Err(_) => {
                     self.redis_skip_until.store(now_ms() + BREAKER.as_millis() as u64, Ordering::Relaxed);
-                    tracing::warn!(error = format!("{e:#}"), "rate limiter: redis unavailable, falling back");
                     None
                 }
             },
@@ -173,17 +177,20 @@ impl Limiter {
         policy: PolicyName,
         rate: RatePolicy,
         identity: &str,
-    ) -> anyhow::Result<Decision> {
-        let key = redis.key(&["rl", policy.as_str(), identity]);
+    ) -> Result<Decision, std::sync::Arc<anyhow::Error>> {
+        let policy_name = policy.as_str();
+        let mut key = String::with_capacity(redis.prefix.len() + 4 + policy_name.len() + identity.len());
+        for part in [&*redis.prefix, "rl:", policy_name, ":", identity] {
+            key.push_str(part);
+        }
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
-        let mut invocation = self.script.key(key);
-        invocation.arg(interval_us).arg(rate.burst);
+        let batcher = self.batcher.get_or_init(|| batch::Batcher::start(redis.clone(), self.script.clone()));
         // The round trip, timed (failures and time-outs too): what the limiter adds to a request.
         static SECONDS: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(m::RATE_LIMIT_REDIS_DURATION));
         let started = Instant::now();
-        let reply = redis.with_shared(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await;
+        let reply = batcher.decide(key, interval_us, rate.burst).await;
         SECONDS.record(started.elapsed().as_secs_f64());
-        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = reply?;
+        let (allowed, remaining, retry_ms, reset_ms) = reply?;
         Ok(Decision {
             policy,
             allowed: allowed == 1,

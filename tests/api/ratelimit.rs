@@ -52,6 +52,32 @@ async fn one_identity_gets_exactly_the_burst_then_the_rate() {
 }
 
 #[tokio::test]
+async fn decisions_sent_to_redis_together_are_answered_each_by_its_own_key() {
+    let db = TestDb::create(&admin_url()).await;
+    // Burst 8, then one a second: concurrent requests leave for Redis in shared pipelines.
+    let app = limited(&db, 60, 8).start().await;
+    let (alice, bob) = (app.token("alice", None).await, app.token("bob", None).await);
+    let get = |token: String| {
+        let request = app.client.get(app.url("/api/v1/jobs?limit=1")).bearer_auth(token);
+        async move {
+            let r = request.send().await.expect("GET");
+            let remaining = r.headers().get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            (r.status().as_u16(), remaining)
+        }
+    };
+    let alices = futures::future::join_all((0..40).map(|_| get(alice.clone())));
+    let bobs = futures::future::join_all((0..4).map(|_| get(bob.clone())));
+    let started = Instant::now();
+    let (alices, bobs) = tokio::join!(alices, bobs);
+    let allowed_max = 8 + started.elapsed().as_secs_f64().ceil() as usize;
+    let admitted = alices.iter().filter(|(s, _)| *s == 200).count();
+    assert!((8..=allowed_max).contains(&admitted), "alice: {admitted} of 40 admitted, expected 8..={allowed_max}");
+    // Bob's budget is his own: all four admitted, each answer from his bucket (alice's is
+    // empty by now: a reply meant for her would read 0 or be a 429).
+    assert!(bobs.iter().all(|&(s, r)| s == 200 && r.is_some_and(|r| (4..=7).contains(&r))), "bob: {bobs:?}");
+}
+
+#[tokio::test]
 async fn headers_are_consistent_and_retry_after_is_honest() {
     let db = TestDb::create(&admin_url()).await;
     let app = limited(&db, 120, 2).start().await;
