@@ -166,6 +166,7 @@ impl Application {
         tokio::spawn(async move {
             signals.again().await;
             tracing::warn!("second signal: exiting immediately");
+            crate::telemetry::flush();
             std::process::exit(130);
         });
 

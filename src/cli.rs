@@ -69,14 +69,16 @@ pub enum MigrateAction {
 
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    match cli.command {
+    let code = match cli.command {
         Command::Serve => run_service(Mode::Serve),
         Command::Worker => run_service(Mode::Worker),
         Command::CheckConfig => check_config(),
         Command::Migrate { action } => migrate(action),
         Command::Healthcheck { url } => healthcheck(url),
         Command::Token { sub, org, scopes, ttl } => token(&sub, org.as_deref(), &scopes, &ttl),
-    }
+    };
+    telemetry::flush();
+    code
 }
 
 fn load_or_report() -> Result<Settings, i32> {

@@ -3,6 +3,9 @@
 pub mod context;
 mod json;
 pub mod redact;
+mod writer;
+
+use std::time::Duration;
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
@@ -13,6 +16,7 @@ use crate::config::LogFormat;
 /// carry its `trace_id` and `request_id`.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let stdout = || writer::STDOUT.get_or_init(writer::Batched::stdout).clone();
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
@@ -20,11 +24,19 @@ pub fn init(format: LogFormat, level: &str) {
                 fmt::layer()
                     .fmt_fields(fmt::format::JsonFields::new())
                     .event_format(json::FlatJson)
-                    .with_writer(std::io::stdout),
+                    .with_writer(stdout()),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().compact().with_writer(std::io::stdout)).try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().compact().with_writer(stdout())).try_init(),
     };
     // A second init (tests, or `check-config` after `serve` in one process) keeps the first.
     let _ = result;
+}
+
+/// Writes out the log lines still waiting (at most 2 s, for a stalled stdout): the last thing
+/// a process does before it exits.
+pub fn flush() {
+    if let Some(b) = writer::STDOUT.get() {
+        b.flush(Duration::from_secs(2));
+    }
 }
