@@ -14,8 +14,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::kv::Redis;
 
-/// `{allowed, remaining, retry_after_ms, reset_ms}`, as `gcra.lua` returns it.
+/// `(allowed, remaining, retry_after_ms, reset_ms)`, as `gcra.lua` returns them.
 pub type Reply = (i64, i64, i64, i64);
+
+/// `"1 9 0 6000"`: the script's four numbers in one string.
+fn parse(reply: &str) -> anyhow::Result<Reply> {
+    let mut numbers = reply.split(' ').map(str::parse::<i64>);
+    match (numbers.next(), numbers.next(), numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(a)), Some(Ok(r)), Some(Ok(t)), Some(Ok(s)), None) => Ok((a, r, t, s)),
+        _ => anyhow::bail!("unexpected reply from the rate-limit script: {reply:?}"),
+    }
+}
 
 /// More than this many in one pipeline would delay the first reply behind the last.
 const MAX_BATCH: usize = 128;
@@ -87,7 +96,7 @@ async fn send(redis: Arc<Redis>, script: Arc<Script>, batch: Vec<Pending>) {
     match result {
         Ok(replies) if replies.len() == sent => {
             for (p, r) in batch.into_iter().zip(replies) {
-                let _ = p.reply.send(Ok(r));
+                let _ = p.reply.send(parse(&r).map_err(Arc::new));
             }
         }
         Ok(replies) => fail(batch, anyhow::anyhow!("redis answered {} of {sent} decisions", replies.len())),
@@ -107,7 +116,7 @@ fn fail(batch: Vec<Pending>, error: anyhow::Error) {
     }
 }
 
-async fn query(redis: &Redis, pipe: &Pipeline) -> anyhow::Result<Vec<Reply>> {
+async fn query(redis: &Redis, pipe: &Pipeline) -> anyhow::Result<Vec<String>> {
     redis.with_shared(|mut conn| async move { pipe.query_async(&mut conn).await }).await
 }
 
@@ -121,4 +130,18 @@ async fn load(redis: &Redis, script: &Script) -> anyhow::Result<()> {
 
 fn is_noscript(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<redis::RedisError>().is_some_and(|r| r.kind() == ErrorKind::NoScriptError))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn the_scripts_reply_is_four_integers_or_an_error() {
+        assert_eq!(parse("1 9 0 6000").unwrap(), (1, 9, 0, 6000));
+        assert_eq!(parse("0 0 1000 60000000000").unwrap(), (0, 0, 1000, 60_000_000_000));
+        for bad in ["", "1 2 3", "1 2 3 4 5", "1 2 x 4", "1.5 2 3 4"] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
