@@ -14,7 +14,7 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Writes each line straight into the formatter's buffer: every API request logs one, and
+/// Writes each line straight into a reused buffer: every API request logs one, and
 /// building a `serde_json::Map` for it (a `String` per key, a `Value` per field, a BTreeMap,
 /// then serialising it) cost ~26 000 instructions a line, more than the rest of a refused
 /// request. Keys are unique: an event's own fields win over its spans' (innermost first),
@@ -22,38 +22,38 @@ use tracing_subscriber::registry::LookupSpan;
 pub struct FlatJson;
 
 /// `"name":value` pairs of the event, in the order it recorded them.
-struct Fields<'w, 'a> {
-    out: &'w mut Writer<'a>,
+struct Fields<'a> {
+    out: &'a mut String,
     names: Vec<&'static str>,
-    result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() || self.names.contains(&field.name()) {
+impl Fields<'_> {
+    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut String)) {
+        if self.names.contains(&field.name()) {
             return;
         }
         self.names.push(field.name());
-        self.result = key(self.out, field.name()).and_then(|()| value(self.out));
+        key(self.out, field.name());
+        value(self.out);
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.pair(field, |w| string(w, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.pair(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.pair(field, |w| w.push_str(itoa::Buffer::new().format(value)));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.pair(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        self.pair(field, |w| w.push_str(itoa::Buffer::new().format(value)));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         let mut buf = ryu::Buffer::new();
-        self.pair(field, |w| w.write_str(if value.is_finite() { buf.format_finite(value) } else { "null" }));
+        self.pair(field, |w| w.push_str(if value.is_finite() { buf.format_finite(value) } else { "null" }));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.pair(field, |w| w.write_str(if value { "true" } else { "false" }));
+        self.pair(field, |w| w.push_str(if value { "true" } else { "false" }));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.pair(field, |w| quoted(w, format_args!("{value}")));
@@ -63,55 +63,72 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
-/// `,"name":` (the comma: every key follows `timestamp` and `level`).
-fn key(w: &mut Writer<'_>, name: &str) -> fmt::Result {
-    w.write_char(',')?;
-    string(w, name)?;
-    w.write_char(':')
+/// `,"name":` (the comma: every key follows `timestamp` and `level`). Field names are Rust
+/// identifiers and need no escaping; a span's keys (any JSON) go through `string`.
+fn key(w: &mut String, name: &str) {
+    w.push_str(",\"");
+    w.push_str(name);
+    w.push_str("\":");
 }
 
-fn string(w: &mut Writer<'_>, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    Escaped(w).write_str(s)?;
-    w.write_char('"')
+fn escaped_key(w: &mut String, name: &str) {
+    w.push(',');
+    string(w, name);
+    w.push(':');
 }
 
-fn quoted(w: &mut Writer<'_>, args: fmt::Arguments<'_>) -> fmt::Result {
-    w.write_char('"')?;
-    Escaped(w).write_fmt(args)?;
-    w.write_char('"')
+fn string(w: &mut String, s: &str) {
+    w.push('"');
+    escape_into(w, s);
+    w.push('"');
 }
 
-/// JSON string escaping (RFC 8259 §7) on the way through.
-struct Escaped<'w, 'a>(&'w mut Writer<'a>);
+fn quoted(w: &mut String, args: fmt::Arguments<'_>) {
+    w.push('"');
+    let _ = Escaped(w).write_fmt(args);
+    w.push('"');
+}
 
-impl fmt::Write for Escaped<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain = i + 1;
+/// JSON string escaping (RFC 8259 §7); most values need none and are copied whole.
+fn escape_into(w: &mut String, s: &str) {
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        w.push_str(s);
+        return;
+    }
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        w.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(w, "\\u{b:04x}");
+        } else {
+            w.push_str(escape);
         }
-        self.0.write_str(&s[plain..])
+        plain = i + 1;
+    }
+    w.push_str(&s[plain..]);
+}
+
+/// `Debug`/`Display` output escaped on its way into the line.
+struct Escaped<'a>(&'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
     }
 }
 
 /// RFC 3339 UTC with microseconds; the part down to the second is formatted once a second.
-fn timestamp(w: &mut Writer<'_>) -> fmt::Result {
+fn timestamp(w: &mut String) {
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -123,8 +140,15 @@ fn timestamp(w: &mut Writer<'_>) -> fmt::Result {
             *text = at.format("%Y-%m-%dT%H:%M:%S").to_string();
             *cached = secs;
         }
-        write!(w, "{text}.{:06}Z", now.subsec_micros())
-    })
+        w.push_str(text);
+    });
+    let micros = now.subsec_micros();
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(micros);
+    w.push('.');
+    w.push_str(&"000000"[digits.len()..]);
+    w.push_str(digits);
+    w.push('Z');
 }
 
 impl<S> FormatEvent<S, JsonFields> for FlatJson
@@ -137,50 +161,73 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        writer.write_str("{\"timestamp\":\"")?;
-        timestamp(&mut writer)?;
-        write!(writer, "\",\"level\":\"{}\"", event.metadata().level().as_str())?;
-        let mut fields = Fields { out: &mut writer, names: Vec::with_capacity(16), result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        let names = fields.names;
-        // Spans' fields (a job's), innermost first; formatted once per span as a JSON object.
-        let mut from_spans: Vec<String> = Vec::new();
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope {
-                let ext = span.extensions();
-                let Some(formatted) = ext.get::<FormattedFields<JsonFields>>() else { continue };
-                let Ok(obj) = serde_json::from_str::<Map<String, Value>>(formatted.as_str()) else { continue };
-                for (k, v) in obj {
-                    if k == "target" || names.contains(&k.as_str()) || from_spans.contains(&k) {
-                        continue;
-                    }
-                    key(&mut writer, &k)?;
-                    writer.write_str(&v.to_string())?;
-                    from_spans.push(k);
+        // The line is built in a buffer of this thread's, then handed over in one piece: the
+        // formatter's own writer is a `dyn fmt::Write`, a virtual call per comma and quote.
+        thread_local! {
+            static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+        }
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                render(&mut line, ctx, event);
+                writer.write_str(&line)
+            }
+            // Only if formatting a field logged in turn.
+            Err(_) => {
+                let mut line = String::new();
+                render(&mut line, ctx, event);
+                writer.write_str(&line)
+            }
+        })
+    }
+}
+
+fn render<S>(w: &mut String, ctx: &FmtContext<'_, S, JsonFields>, event: &Event<'_>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    w.push_str("{\"timestamp\":\"");
+    timestamp(w);
+    w.push_str("\",\"level\":\"");
+    w.push_str(event.metadata().level().as_str());
+    w.push('"');
+    let mut fields = Fields { out: w, names: Vec::with_capacity(16) };
+    event.record(&mut fields);
+    let names = fields.names;
+    // Spans' fields (a job's), innermost first; formatted once per span as a JSON object.
+    let mut from_spans: Vec<String> = Vec::new();
+    if let Some(scope) = ctx.event_scope() {
+        for span in scope {
+            let ext = span.extensions();
+            let Some(formatted) = ext.get::<FormattedFields<JsonFields>>() else { continue };
+            let Ok(obj) = serde_json::from_str::<Map<String, Value>>(formatted.as_str()) else { continue };
+            for (k, v) in obj {
+                if k == "target" || names.contains(&k.as_str()) || from_spans.contains(&k) {
+                    continue;
                 }
+                escaped_key(w, &k);
+                w.push_str(&v.to_string());
+                from_spans.push(k);
             }
         }
-        let taken = |k: &str| names.contains(&k) || from_spans.iter().any(|s| s == k);
-        super::context::with_current(|c| {
-            for (k, v) in [
-                ("trace_id", c.trace_id.as_str()),
-                ("request_id", c.request_id.as_str()),
-                ("method", c.method.as_str()),
-                ("route", &*c.route),
-            ] {
-                if !taken(k) {
-                    key(&mut writer, k)?;
-                    string(&mut writer, v)?;
-                }
-            }
-            fmt::Result::Ok(())
-        })
-        .unwrap_or(Ok(()))?;
-        key(&mut writer, "target")?;
-        string(&mut writer, event.metadata().target())?;
-        writer.write_str("}\n")
     }
+    let taken = |k: &str| names.contains(&k) || from_spans.iter().any(|s| s == k);
+    super::context::with_current(|c| {
+        for (k, v) in [
+            ("trace_id", c.trace_id.as_str()),
+            ("request_id", c.request_id.as_str()),
+            ("method", c.method.as_str()),
+            ("route", &*c.route),
+        ] {
+            if !taken(k) {
+                key(w, k);
+                string(w, v);
+            }
+        }
+    });
+    key(w, "target");
+    string(w, event.metadata().target());
+    w.push_str("}\n");
 }
 
 #[cfg(test)]

@@ -169,6 +169,23 @@ where
     }
 }
 
+/// `a.b.c.d` by hand: `Display` of an IPv4 address took ~2 000 instructions per log line.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(itoa::Buffer::new().format(octet));
+            }
+            text
+        }
+        v6 => v6.to_string(),
+    }
+}
+
 type Guarded<F> = Pin<Box<CatchUnwind<AssertUnwindSafe<F>>>>;
 
 /// Calls `inner`, catching a panic in the call itself; the future comes back boxed at once
@@ -230,11 +247,12 @@ fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Resp
     let error = resp.extensions().get::<ErrorNote>().map(|n| n.0.clone());
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
     let user = user.get().map(String::as_str).unwrap_or("");
+    let client_ip = ip_text(*client_ip);
     macro_rules! access {
         ($lvl:ident) => {
             tracing::$lvl!(
                 target: "access",
-                method = method.as_str(), route = &**route, status, duration_ms, bytes_out, client_ip = %client_ip,
+                method = method.as_str(), route = &**route, status, duration_ms, bytes_out, client_ip = client_ip.as_str(),
                 user, trace_id = trace_id.as_str(), request_id = request_id.as_str(),
                 query = req_query.as_deref().unwrap_or(""), error = error.as_deref(),
                 "request completed"
@@ -284,6 +302,14 @@ mod tests {
         let kind = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap_or_default();
         (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_display_writes_them() {
+        for ip in ["127.0.0.1", "0.0.0.0", "255.255.255.255", "10.20.0.3", "::1", "2001:db8::8a2e:370:7334"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[tokio::test]
