@@ -159,6 +159,15 @@ def main():
         if redis:
             lim["ratio_limiter_only_redis"] = ratio(only["rps"], redis["rps"])
             p(f"  limiter only / redis ceiling: × {fmt(lim['ratio_limiter_only_redis'], 3)}")
+    lrounds = r.get("limiter.rounds") or []
+    if lrounds:
+        rr = [ratio(x["limiter"]["rps"], x["redis"]["rps"]) for x in lrounds]
+        med = statistics.median(rr)
+        lim["rounds"] = {"ratios": rr, "median_ratio": med, "target": 0.8, "meets_target": med >= 0.8, "raw": lrounds}
+        p(f"  alternating rounds, limiter only ÷ redis EVALSHA: × {', '.join(fmt(x, 3) for x in rr)}"
+          f" → median × {med:.3f} (limiter {fmt(statistics.median([x['limiter']['rps'] for x in lrounds]), 0)} rps,"
+          f" redis {fmt(statistics.median([x['redis']['rps'] for x in lrounds]), 0)} ops/s)"
+          f" — target ≥ 0.8: {'met' if med >= 0.8 else 'MISSED'}")
     paced = r.get("limiter.paced") or []
     if paced:
         d99 = [round(x["on"]["p99_ms"] - x["off"]["p99_ms"], 3) for x in paced]
