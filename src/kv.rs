@@ -114,7 +114,16 @@ impl Redis {
         }
     }
 
+    /// `{prefix}{part}:{part}…`, in one allocation (the limiter makes one per request).
     pub fn key(&self, parts: &[&str]) -> String {
-        format!("{}{}", self.prefix, parts.join(":"))
+        let mut key = String::with_capacity(self.prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+        key.push_str(&self.prefix);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push(':');
+            }
+            key.push_str(part);
+        }
+        key
     }
 }

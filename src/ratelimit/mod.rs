@@ -178,11 +178,7 @@ impl Limiter {
         rate: RatePolicy,
         identity: &str,
     ) -> Result<Decision, std::sync::Arc<anyhow::Error>> {
-        let policy_name = policy.as_str();
-        let mut key = String::with_capacity(redis.prefix.len() + 4 + policy_name.len() + identity.len());
-        for part in [&*redis.prefix, "rl:", policy_name, ":", identity] {
-            key.push_str(part);
-        }
+        let key = redis.key(&["rl", policy.as_str(), identity]);
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
         let batcher = self.batcher.get_or_init(|| batch::Batcher::start(redis.clone(), self.script.clone()));
         // The round trip, timed (failures and time-outs too): what the limiter adds to a request.
