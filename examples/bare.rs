@@ -26,24 +26,8 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-/// The allocator of the `ballast` binary: the ratios compare the stacks, not two allocators.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-// With the option `src/main.rs` sets before anything allocates (arenas committed lazily).
-unsafe extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static LAZY_ARENAS: extern "C" fn() = {
-    extern "C" fn lazy_arenas() {
-        // SAFETY: sets one option of the allocator before anything allocates.
-        unsafe { mi_option_set(4, 0) };
-    }
-    lazy_arenas
-};
+// The allocator of the `ballast` binary: the ratios compare the stacks, not two allocators.
+ballast::use_mimalloc!();
 
 #[derive(Clone)]
 struct Bare {

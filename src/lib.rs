@@ -1,5 +1,6 @@
 //! ballast: an HTTP API service (durable jobs, files) with its operations built in.
 
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod build_info;
