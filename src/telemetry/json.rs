@@ -185,18 +185,18 @@ where
         thread_local! {
             static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
         }
-        LINE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                render(&mut line, ctx, event);
-                writer.write_str(&line)
-            }
-            // Only if formatting a field logged in turn.
-            Err(_) => {
-                let mut line = String::new();
-                render(&mut line, ctx, event);
-                writer.write_str(&line)
-            }
+        LINE.with(|cell| {
+            // Borrowed already only if formatting a field logged in turn: then a fresh one.
+            let (mut held, mut fresh) = (cell.try_borrow_mut(), String::new());
+            let line = match &mut held {
+                Ok(line) => {
+                    line.clear();
+                    &mut **line
+                }
+                Err(_) => &mut fresh,
+            };
+            render(line, ctx, event);
+            writer.write_str(line)
         })
     }
 }
@@ -251,20 +251,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn needs_escape_finds_every_byte_json_must_escape_wherever_it_sits() {
-        for len in 0..24 {
-            for at in 0..len {
-                for b in 0u8..=255 {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    let expected = b < 0x20 || b == b'"' || b == b'\\';
-                    assert_eq!(super::needs_escape(&s), expected, "byte {b:#04x} at {at} of {len}");
-                }
-            }
-        }
-    }
-
     use std::sync::{Arc, Mutex, OnceLock};
 
     use tracing_subscriber::fmt::{self, format::JsonFields};
@@ -282,6 +268,20 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_json_must_escape_wherever_it_sits() {
+        for len in 0..24 {
+            for at in 0..len {
+                for b in 0u8..=255 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let expected = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(super::needs_escape(&s), expected, "byte {b:#04x} at {at} of {len}");
+                }
+            }
         }
     }
 
