@@ -425,14 +425,16 @@ d["script"] = sys.argv[2]
 print(json.dumps(d))
 PY
   }
-  record redis.evalsha "$(redis_evalsha 200000)"
+  evalsha="$(redis_evalsha 200000)"
+  record redis.evalsha "$evalsha"
 
   # 2b once more in alternating rounds, limiter-only wrk then redis-benchmark, both ~4 s: the
   # two are measured a minute apart above, and the host drifts by as much as the gap to close.
   if [ -n "$RLX_PID" ]; then
     log "2b. ${BENCH_ROUNDS:-5} alternating rounds: limiter only, then redis-benchmark EVALSHA"
+    # Sized from the measurement above: ~BENCH_ROUND_S seconds of calls per round.
     calls="$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["rps"] * float(sys.argv[2])))' \
-      "$(redis_evalsha 50000)" "${BENCH_ROUND_S:-4}")"
+      "$evalsha" "${BENCH_ROUND_S:-4}")"
     items=()
     for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
       SERVER_PIDS=("$RLX_PID")
