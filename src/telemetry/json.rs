@@ -77,7 +77,8 @@ fn escaped_key(w: &mut String, name: &str) {
     w.push(':');
 }
 
-fn string(w: &mut String, s: &str) {
+/// `s` as a JSON string, quotes included (the problem bodies use it too).
+pub(crate) fn string(w: &mut String, s: &str) {
     w.push('"');
     escape_into(w, s);
     w.push('"');

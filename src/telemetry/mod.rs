@@ -1,7 +1,7 @@
 //! Logging setup and the per-request trace context.
 
 pub mod context;
-mod json;
+pub(crate) mod json;
 pub mod redact;
 mod writer;
 
