@@ -44,9 +44,11 @@ pub struct Problem<'a> {
 /// `urn:ballast:problem:{slug}`, written without building the string first.
 struct Urn(&'static str);
 
+const URN_PREFIX: &str = "urn:ballast:problem:";
+
 impl Serialize for Urn {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("urn:ballast:problem:{}", self.0))
+        s.collect_str(&format_args!("{URN_PREFIX}{}", self.0))
     }
 }
 
@@ -60,7 +62,8 @@ impl Problem<'_> {
             96 + self.kind.0.len() + self.title.len() + self.detail.len() + self.instance.len() + self.trace_id.len(),
         );
         // Slugs are literals of this crate, lower-case and dashes: nothing to escape.
-        w.push_str("{\"type\":\"urn:ballast:problem:");
+        w.push_str("{\"type\":\"");
+        w.push_str(URN_PREFIX);
         w.push_str(self.kind.0);
         w.push_str("\",\"title\":");
         string(&mut w, self.title);
