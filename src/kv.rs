@@ -1,14 +1,11 @@
-//! Redis pool, plus one multiplexed connection for the per-request limiter calls. Redis is
-//! optional unless `REDIS_REQUIRED`: every call is bounded by `REDIS_TIMEOUT_MS`, so a hung
-//! Redis costs a request at most that long.
+//! Redis pool, for health checks and the like; the rate limiter keeps a connection of its own
+//! (`ratelimit::batch`). Redis is optional unless `REDIS_REQUIRED`: every call is bounded by
+//! `REDIS_TIMEOUT_MS`, so a hung Redis costs a request at most that long.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use redis::aio::MultiplexedConnection;
 use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
@@ -19,10 +16,6 @@ pub struct Redis {
     pub timeout: Duration,
     pub prefix: String,
     client: redis::Client,
-    /// Shared by every request: commands issued together leave in one write and their
-    /// replies come back in one read, so Redis and the kernel see a pipeline, not N sockets.
-    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
-    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Redis {
@@ -36,51 +29,12 @@ impl Redis {
         cfg.pool = Some(pool_cfg);
         let pool = cfg.create_pool(Some(Runtime::Tokio1)).context("building the redis pool from REDIS_URL")?;
         let client = redis::Client::open(url.expose_secret()).context("parsing REDIS_URL")?;
-        Ok(Some(Redis {
-            pool,
-            timeout: settings.timeout,
-            prefix: settings.key_prefix.clone(),
-            client,
-            shared: Arc::default(),
-            connecting: Arc::default(),
-        }))
+        Ok(Some(Redis { pool, timeout: settings.timeout, prefix: settings.key_prefix.clone(), client }))
     }
 
-    fn cached(&self) -> Option<MultiplexedConnection> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Runs `call` on the shared connection within `REDIS_TIMEOUT_MS`. A failure or time-out
-    /// forgets the connection, so the next call reconnects instead of queueing behind a socket
-    /// that may be dead or wedged.
-    pub async fn with_shared<T, F, Fut>(&self, call: F) -> anyhow::Result<T>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let attempt = async { anyhow::Ok(call(self.multiplexed().await?).await?) };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(anyhow::anyhow!("no answer within {:?} (REDIS_TIMEOUT_MS)", self.timeout)),
-        };
-        if result.is_err() {
-            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-        result
-    }
-
-    /// The shared connection, connecting once if there is none.
-    async fn multiplexed(&self) -> anyhow::Result<MultiplexedConnection> {
-        if let Some(conn) = self.cached() {
-            return Ok(conn);
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(conn) = self.cached() {
-            return Ok(conn);
-        }
-        let conn = self.client.get_multiplexed_async_connection().await.context("connecting to redis")?;
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-        Ok(conn)
+    /// Address, credentials and database from `REDIS_URL`.
+    pub fn connection_info(&self) -> &redis::ConnectionInfo {
+        self.client.get_connection_info()
     }
 
     /// One PING, bounded by `timeout`; returns the round-trip time.

@@ -1,21 +1,28 @@
-//! Decisions of concurrent requests leave for Redis together, as one pipeline.
+//! Decisions of concurrent requests leave for Redis together, as one pipeline on one
+//! connection the limiter owns.
 //!
-//! The multiplexed connection would pipeline them too, but its driver task is woken by each
+//! A multiplexed connection would pipeline them too, but its driver task is woken by each
 //! command and, being the task woken last, runs right after the sender: every decision went
 //! out in its own `writev` (1.9 writes per limited request, measured). Here one task collects
 //! the decisions: it takes the first, yields until the worker has run every request that was
-//! ready (they queue theirs meanwhile), then sends all of them in one write.
+//! ready (they queue theirs meanwhile), then writes all of them at once. A second task reads
+//! the replies, in the order the batches were written, each batch bounded by
+//! `REDIS_TIMEOUT_MS` from its write.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context as _;
-use redis::{ErrorKind, Pipeline, Script};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
 
+use super::wire::{self, Frame, Replies};
 use crate::kv::Redis;
 
 /// `(allowed, remaining, retry_after_ms, reset_ms)`, as `gcra.lua` returns them.
 pub type Reply = (i64, i64, i64, i64);
+
+type Answer = oneshot::Sender<Result<Reply, Arc<anyhow::Error>>>;
 
 /// `"1 9 0 6000"`: the script's four numbers in one string.
 fn parse(reply: &str) -> anyhow::Result<Reply> {
@@ -33,7 +40,13 @@ struct Pending {
     key: String,
     interval_us: u64,
     burst: u32,
-    reply: oneshot::Sender<Result<Reply, Arc<anyhow::Error>>>,
+    reply: Answer,
+}
+
+/// What the script is and how to reach the server that runs it.
+pub struct Script {
+    pub body: &'static str,
+    pub sha: String,
 }
 
 /// The sending side; the collecting task ends when this is dropped.
@@ -45,7 +58,7 @@ impl Batcher {
     /// Starts the collecting task on the current runtime.
     pub fn start(redis: Redis, script: Script) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(collect(Arc::new(redis), Arc::new(script), rx));
+        tokio::spawn(collect(redis, script, rx));
         Batcher { tx }
     }
 
@@ -61,7 +74,39 @@ impl Batcher {
     }
 }
 
-async fn collect(redis: Arc<Redis>, script: Arc<Script>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+/// The decisions of one write, answered in order by the reader.
+struct Flight {
+    deadline: Instant,
+    answers: Vec<Answer>,
+}
+
+/// The writing side of a live connection; the reader closes `flights` when the connection
+/// fails, which tells the collector to connect again.
+struct Link {
+    write: wire::WriteHalf,
+    flights: mpsc::UnboundedSender<Flight>,
+}
+
+impl Link {
+    async fn open(redis: &Redis, script: &Script) -> anyhow::Result<Link> {
+        let info = redis.connection_info();
+        let deadline = Instant::now() + redis.timeout;
+        let (read, mut write) = match timeout_at(deadline, wire::connect(info)).await {
+            Ok(connected) => connected?,
+            Err(_) => anyhow::bail!("no connection to redis within {:?} (REDIS_TIMEOUT_MS)", redis.timeout),
+        };
+        let mut replies = Replies::new(read);
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        wire::handshake(&info.redis, script.body, &script.sha, (&mut replies, &mut write), left).await?;
+        let (flights, queued) = mpsc::unbounded_channel();
+        tokio::spawn(read_replies(replies, queued));
+        Ok(Link { write, flights })
+    }
+}
+
+async fn collect(redis: Redis, script: Script, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut link: Option<Link> = None;
+    let mut buf = Vec::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -74,62 +119,90 @@ async fn collect(redis: Arc<Redis>, script: Arc<Script>, mut rx: mpsc::Unbounded
                 Err(_) => break,
             }
         }
-        // Sent from a task of its own: the next batch need not wait for this one's replies.
-        tokio::spawn(send(redis.clone(), script.clone(), batch));
+        let live = match link.take() {
+            Some(l) if !l.flights.is_closed() => Ok(l),
+            _ => Link::open(&redis, &script).await,
+        };
+        let mut live = match live {
+            Ok(l) => l,
+            Err(e) => {
+                fail(batch.into_iter().map(|p| p.reply), e);
+                continue;
+            }
+        };
+        buf.clear();
+        for p in &batch {
+            wire::evalsha(&mut buf, &script.sha, &p.key, p.interval_us, p.burst);
+        }
+        // Handed to the reader before the write, so it knows what the replies answer.
+        let deadline = Instant::now() + redis.timeout;
+        let flight = Flight { deadline, answers: batch.into_iter().map(|p| p.reply).collect() };
+        if let Err(mpsc::error::SendError(flight)) = live.flights.send(flight) {
+            fail(flight.answers, anyhow::anyhow!("the connection to redis failed"));
+            continue;
+        }
+        match timeout_at(deadline, live.write.write_all(&buf)).await {
+            // A failed write leaves the flight to the reader, which fails it by its deadline.
+            Ok(Err(e)) => tracing::warn!(error = %e, "rate limiter: writing to redis failed"),
+            Err(_) => tracing::warn!("rate limiter: redis took no commands within REDIS_TIMEOUT_MS"),
+            Ok(Ok(())) => link = Some(live),
+        }
     }
 }
 
-async fn send(redis: Arc<Redis>, script: Arc<Script>, batch: Vec<Pending>) {
-    let mut pipe = redis::pipe();
-    for p in &batch {
-        pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(&p.key).arg(p.interval_us).arg(p.burst);
-    }
-    let result = match query(&redis, &pipe).await {
-        // A restarted or flushed Redis has forgotten the script: load it and try once more.
-        Err(e) if is_noscript(&e) => match load(&redis, &script).await {
-            Ok(()) => query(&redis, &pipe).await,
-            Err(load_error) => Err(load_error),
-        },
-        other => other,
-    };
-    let sent = batch.len();
-    match result {
-        Ok(replies) if replies.len() == sent => {
-            for (p, r) in batch.into_iter().zip(replies) {
-                let _ = p.reply.send(parse(&r).map_err(Arc::new));
+/// Answers each flight's decisions from the replies, in order, until the connection fails:
+/// then every decision in flight or queued shares the error, and the collector reconnects.
+async fn read_replies(mut replies: Replies, mut flights: mpsc::UnboundedReceiver<Flight>) {
+    'connection: while let Some(flight) = flights.recv().await {
+        let mut answers = flight.answers.into_iter();
+        while let Some(answer) = answers.next() {
+            match replies.next(flight.deadline, decision).await {
+                Ok(Ok(reply)) => {
+                    let _ = answer.send(Ok(reply));
+                }
+                Ok(Err(Refusal::Other(e))) => {
+                    let _ = answer.send(Err(Arc::new(e)));
+                }
+                // A flushed script must be loaded again, which a new connection does.
+                Ok(Err(Refusal::NoScript(e))) | Err(e) => {
+                    fail(std::iter::once(answer).chain(answers), e);
+                    break 'connection;
+                }
             }
         }
-        Ok(replies) => fail(batch, anyhow::anyhow!("redis answered {} of {sent} decisions", replies.len())),
-        Err(e) => fail(batch, e),
+    }
+    flights.close();
+    while let Ok(flight) = flights.try_recv() {
+        fail(flight.answers, anyhow::anyhow!("the connection to redis failed"));
     }
 }
 
-fn fail(batch: Vec<Pending>, error: anyhow::Error) {
-    tracing::warn!(
-        error = format!("{error:#}"),
-        decisions = batch.len(),
-        "rate limiter: redis unavailable, falling back"
-    );
+enum Refusal {
+    NoScript(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+fn decision(frame: Frame<'_>) -> Result<Reply, Refusal> {
+    match frame {
+        Frame::Bulk(Some(text)) => match std::str::from_utf8(text) {
+            Ok(text) => parse(text).map_err(Refusal::Other),
+            Err(_) => Err(Refusal::Other(anyhow::anyhow!("the rate-limit script answered with bytes, not text"))),
+        },
+        Frame::Error(e) if e.starts_with(b"NOSCRIPT") => {
+            Err(Refusal::NoScript(anyhow::anyhow!("redis has forgotten the rate-limit script (NOSCRIPT)")))
+        }
+        other => Err(Refusal::Other(anyhow::anyhow!("rate-limit script: redis answered {}", wire::described(&other)))),
+    }
+}
+
+fn fail(answers: impl IntoIterator<Item = Answer>, error: anyhow::Error) {
     let error = Arc::new(error);
-    for p in batch {
-        let _ = p.reply.send(Err(error.clone()));
+    let mut decisions = 0;
+    for answer in answers {
+        decisions += 1;
+        let _ = answer.send(Err(error.clone()));
     }
-}
-
-async fn query(redis: &Redis, pipe: &Pipeline) -> anyhow::Result<Vec<String>> {
-    redis.with_shared(|mut conn| async move { pipe.query_async(&mut conn).await }).await
-}
-
-async fn load(redis: &Redis, script: &Script) -> anyhow::Result<()> {
-    redis
-        .with_shared(|mut conn| async move { script.prepare_invoke().load_async(&mut conn).await })
-        .await
-        .context("loading the rate-limit script")
-        .map(|_| ())
-}
-
-fn is_noscript(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<redis::RedisError>().is_some_and(|r| r.kind() == ErrorKind::NoScriptError))
+    tracing::warn!(error = format!("{error:#}"), decisions, "rate limiter: redis unavailable, falling back");
 }
 
 #[cfg(test)]

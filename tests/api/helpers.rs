@@ -448,23 +448,32 @@ impl Drop for Thaw {
 pub struct PrivateRedis {
     pub child: std::process::Child,
     pub port: u16,
+    /// `redis-server` arguments beyond port and persistence, kept for `restart`.
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
-        Self::start_on(free_port()).await
+        Self::start_on(free_port(), Vec::new()).await
+    }
+
+    /// With more `redis-server` arguments, e.g. `--requirepass`; `{port}` in one stands for
+    /// the port the helper waits on (`--port 0 --tls-port {port}`: TLS only).
+    pub async fn start_with(extra: &[&str]) -> PrivateRedis {
+        Self::start_on(free_port(), extra.iter().map(|a| a.to_string()).collect()).await
     }
 
     /// Kills this Redis and starts a new, empty one on the same port (clients' sockets die).
-    pub async fn restart(self) -> PrivateRedis {
-        let port = self.port;
+    pub async fn restart(mut self) -> PrivateRedis {
+        let (port, extra) = (self.port, std::mem::take(&mut self.extra));
         drop(self); // Drop kills and reaps it
-        Self::start_on(port).await
+        Self::start_on(port, extra).await
     }
 
-    async fn start_on(port: u16) -> PrivateRedis {
+    async fn start_on(port: u16, extra: Vec<String>) -> PrivateRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra.iter().map(|a| a.replace("{port}", &port.to_string())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -474,7 +483,18 @@ impl PrivateRedis {
             assert!(Instant::now() < deadline, "private redis did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        PrivateRedis { child, port }
+        PrivateRedis { child, port, extra }
+    }
+
+    /// One `redis-cli` command against this server; its output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--no-auth-warning"])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     pub fn url(&self) -> String {

@@ -190,6 +190,21 @@ async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_
     }
 }
 
+/// Hammers until one more decision comes from Redis, or fails after ten seconds.
+async fn until_redis_decides_again(app: &TestApp, token: &str, what: &str) {
+    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = allowed(&app.metrics().await);
+        assert_eq!(hammer(app, token, 1).await.0, 1, "answered meanwhile (fallback)");
+        if allowed(&app.metrics().await) > before {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_restarted_redis_is_reconnected_and_decides_again() {
     let redis = PrivateRedis::start().await;
@@ -200,18 +215,101 @@ async fn a_restarted_redis_is_reconnected_and_decides_again() {
     assert_eq!(hammer(&app, &token, 3).await.0, 3);
     assert_eq!(allowed(&app.metrics().await), 3.0, "decided by redis");
 
-    // The shared connection's socket dies with the old server.
+    // The limiter's socket dies with the old server.
     let _redis = redis.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = allowed(&app.metrics().await);
-        assert_eq!(hammer(&app, &token, 1).await.0, 1, "answered meanwhile (fallback)");
-        if allowed(&app.metrics().await) > before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the limiter never reconnected to the restarted redis");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_redis_decides_again(&app, &token, "the limiter never reconnected to the restarted redis").await;
+}
+
+#[tokio::test]
+async fn a_flushed_script_is_loaded_again_and_redis_decides_again() {
+    let redis = PrivateRedis::start().await;
+    let db = TestDb::create(&admin_url()).await;
+    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).start().await;
+    let token = app.token("alice", None).await;
+    assert_eq!(hammer(&app, &token, 3).await.0, 3);
+    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
+    assert_eq!(allowed(&app.metrics().await), 3.0, "decided by redis");
+
+    // Someone runs SCRIPT FLUSH: the next EVALSHA gets NOSCRIPT.
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    until_redis_decides_again(&app, &token, "the limiter never loaded its script again").await;
+}
+
+#[tokio::test]
+async fn the_password_and_database_of_redis_url_are_honoured() {
+    let redis = PrivateRedis::start_with(&["--requirepass", "s3cret"]).await;
+    let db = TestDb::create(&admin_url()).await;
+    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
+    let app = limited(&db, 6000, 1000).env("REDIS_URL", &url).start().await;
+    let token = app.token("alice", None).await;
+    assert_eq!(hammer(&app, &token, 3).await.0, 3);
+    let m = app.metrics().await;
+    assert_eq!(metric_sum(&m, "rate_limit_decisions_total", &[("decision", "allowed")]), 3.0, "{m}");
+    // The budget lives in database 3, none in 0.
+    assert_eq!(redis.cli(&["-a", "s3cret", "-n", "3", "DBSIZE"]), "1");
+    assert_eq!(redis.cli(&["-a", "s3cret", "-n", "0", "DBSIZE"]), "0");
+}
+
+/// A Redis that speaks only TLS, with a self-signed certificate for 127.0.0.1.
+async fn tls_redis(dir: &std::path::Path) -> PrivateRedis {
+    let (cert, key) = (dir.join("redis.crt"), dir.join("redis.key"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    PrivateRedis::start_with(&[
+        "--port",
+        "0",
+        "--tls-port",
+        "{port}",
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await
+}
+
+#[tokio::test]
+async fn rediss_is_spoken_and_an_untrusted_certificate_is_refused_unless_the_url_says_insecure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = tls_redis(dir.path()).await;
+    let db = TestDb::create(&admin_url()).await;
+    let decisions = |m: &str, d: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", d)]);
+
+    // Self-signed is not trusted: the limiter falls back and says why.
+    let verified =
+        limited(&db, 6000, 1000).env("REDIS_URL", format!("rediss://127.0.0.1:{}/0", redis.port)).start().await;
+    let token = verified.token("alice", None).await;
+    assert_eq!(hammer(&verified, &token, 2).await.0, 2, "answered by the fallback");
+    let m = verified.metrics().await;
+    assert_eq!(decisions(&m, "allowed"), 0.0, "{m}");
+    assert!(decisions(&m, "fallback") >= 1.0, "{m}");
+    let line = verified
+        .logs
+        .wait_for(Duration::from_secs(5), |v| v["message"] == "rate limiter: redis unavailable, falling back")
+        .await;
+    assert!(line["error"].as_str().is_some_and(|e| e.contains("TLS handshake")), "{line}");
+
+    // #insecure: encrypted, certificate unchecked, and Redis decides.
+    let insecure = limited(&db, 6000, 1000)
+        .env("REDIS_URL", format!("rediss://127.0.0.1:{}/0#insecure", redis.port))
+        .start()
+        .await;
+    let token = insecure.token("alice", None).await;
+    assert_eq!(hammer(&insecure, &token, 3).await.0, 3);
+    let m = insecure.metrics().await;
+    assert_eq!(decisions(&m, "allowed"), 3.0, "{m}");
+    let details: serde_json::Value = insecure.mgmt_get("/health/details").await.json().await.expect("json");
+    assert_eq!(details["checks"]["redis:responseTime"][0]["status"], "pass", "the pool speaks TLS too: {details:#}");
 }
 
 #[tokio::test]
