@@ -244,6 +244,16 @@ pub(super) fn validate(raw: &Raw) -> Result<Settings, Vec<Problem>> {
     if let (Some(u), true) = (&redis_url, prod) {
         check_password(&mut p, "REDIS_URL", u);
     }
+    if let Some(u) = &redis_url {
+        // What the Redis client itself refuses (a bad database number, say) fails here, not
+        // at the first connection.
+        if let Err(e) = redis::Client::open(u.as_str()) {
+            p.problem("REDIS_URL", format!("is not usable by the Redis client: {e}"), "see .env.example for the form");
+        }
+        if u.scheme() == "rediss" && u.fragment() == Some("insecure") {
+            warnings.push("REDIS_URL ends in #insecure: the Redis server's TLS certificate is not verified".into());
+        }
+    }
     let redis = RedisSettings {
         url: redis_url.map(|u| SecretString::from(u.to_string())),
         required: redis_required,
@@ -592,6 +602,27 @@ mod tests {
         env.push(("DATABASE_ALLOW_INSECURE", "true"));
         let s = load(&env).expect("explicit opt-in");
         assert_eq!(s.warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_redis_url_the_client_refuses_fails_here_and_unverified_tls_is_warned_about() {
+        let problems = load(&[("REDIS_URL", "redis://:hunter2hunter2@127.0.0.1:6379/zero")]).err().unwrap_or_default();
+        let text: String = problems.iter().map(|p| p.to_string()).collect();
+        assert!(text.contains("REDIS_URL") && text.contains("not usable by the Redis client"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+
+        let with = |url| {
+            load(&[
+                ("DATABASE_URL", "postgres://postgres@127.0.0.1/ballast"),
+                ("JWT_SECRET", "f1b9c8e7d6a5b4c3d2e1f0a9b8c7d6e5f4a3"),
+                ("REDIS_URL", url),
+            ])
+            .expect("accepted")
+        };
+        let s = with("rediss://:pw@redis.example.com:6380/0#insecure");
+        assert!(s.warnings.iter().any(|w| w.contains("#insecure")), "{:?}", s.warnings);
+        let s = with("rediss://:pw@redis.example.com:6380/0");
+        assert!(!s.warnings.iter().any(|w| w.contains("#insecure")), "{:?}", s.warnings);
     }
 
     #[test]
