@@ -126,6 +126,10 @@ impl Replies {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
+                // A simple or error line has no announced length: cap what one reply may take.
+                if self.buf.len() >= 2 * MAX_BULK {
+                    bail!("redis sent a reply longer than {} bytes", self.buf.len());
+                }
                 self.buf.resize(self.buf.len() * 2, 0);
             }
             let read = self.io.read(&mut self.buf[self.end..]);
@@ -347,6 +351,23 @@ mod tests {
             "*6\r\n$7\r\nEVALSHA\r\n$40\r\n{sha}\r\n$1\r\n1\r\n$24\r\nballast:rl:default:alice\r\n$8\r\n60000000\r\n$2\r\n10\r\n"
         );
         assert_eq!(String::from_utf8(buf).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_is_refused_at_the_cap_not_buffered_forever() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let mut replies = Replies::new(Box::new(client));
+        let feeder = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            let _ = server.write_all(b"-ERR ").await;
+            while server.write_all(&chunk).await.is_ok() {}
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let err = replies.next(deadline, |f| described(&f)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("longer than"), "{err:#}");
+        assert!(replies.buf.len() <= 2 * MAX_BULK, "{}", replies.buf.len());
+        drop(replies);
+        feeder.await.expect("the feeder stops once the reader is gone");
     }
 
     #[tokio::test]
