@@ -43,10 +43,17 @@ struct Pending {
     reply: Answer,
 }
 
-/// What the script is and how to reach the server that runs it.
-pub struct Script {
-    pub body: &'static str,
-    pub sha: String,
+/// The GCRA step Redis runs, and its sha1 for `EVALSHA`.
+struct Script {
+    body: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn gcra() -> Script {
+        const BODY: &str = include_str!("gcra.lua");
+        Script { body: BODY, sha: redis::Script::new(BODY).get_hash().to_owned() }
+    }
 }
 
 /// The sending side; the collecting task ends when this is dropped.
@@ -56,9 +63,9 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the collecting task on the current runtime.
-    pub fn start(redis: Redis, script: Script) -> Batcher {
+    pub fn start(redis: Redis) -> Batcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(collect(redis, script, rx));
+        tokio::spawn(collect(redis, Script::gcra(), rx));
         Batcher { tx }
     }
 

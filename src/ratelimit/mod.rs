@@ -52,8 +52,6 @@ pub struct Decision {
 pub struct Limiter {
     settings: RateLimitSettings,
     redis: Option<Redis>,
-    /// The sha1 of `gcra.lua`, computed once.
-    script_sha: String,
     /// Started on the first decision, inside the runtime that serves the requests.
     batcher: OnceLock<batch::Batcher>,
     local: local::Local,
@@ -67,9 +65,6 @@ pub struct Limiter {
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
-
-/// The GCRA step, run by Redis.
-const SCRIPT: &str = include_str!("gcra.lua");
 
 /// How long Redis is bypassed after it failed or timed out.
 const BREAKER: Duration = Duration::from_secs(1);
@@ -107,7 +102,6 @@ impl Limiter {
         Limiter {
             settings: settings.clone(),
             redis,
-            script_sha: redis::Script::new(SCRIPT).get_hash().to_owned(),
             batcher: OnceLock::new(),
             local: local::Local::new(settings),
             ip_guard: local::IpGuard::new(settings.ip_per_second, settings.ip_burst),
@@ -184,9 +178,7 @@ impl Limiter {
     ) -> Result<Decision, std::sync::Arc<anyhow::Error>> {
         let key = redis.key(&["rl", policy.as_str(), identity]);
         let interval_us = 60_000_000u64 / u64::from(rate.per_minute.max(1));
-        let batcher = self.batcher.get_or_init(|| {
-            batch::Batcher::start(redis.clone(), batch::Script { body: SCRIPT, sha: self.script_sha.clone() })
-        });
+        let batcher = self.batcher.get_or_init(|| batch::Batcher::start(redis.clone()));
         // The round trip, timed (failures and time-outs too): what the limiter adds to a request.
         static SECONDS: LazyLock<Histogram> = LazyLock::new(|| metrics::histogram!(m::RATE_LIMIT_REDIS_DURATION));
         let started = Instant::now();
