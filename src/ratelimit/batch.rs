@@ -10,7 +10,6 @@
 //! `REDIS_TIMEOUT_MS` from its write.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
@@ -103,8 +102,7 @@ impl Link {
             Err(_) => anyhow::bail!("no connection to redis within {:?} (REDIS_TIMEOUT_MS)", redis.timeout),
         };
         let mut replies = Replies::new(read);
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        wire::handshake(&info.redis, script.body, &script.sha, (&mut replies, &mut write), left).await?;
+        wire::handshake(&info.redis, script.body, &script.sha, &mut replies, &mut write, deadline).await?;
         let (flights, queued) = mpsc::unbounded_channel();
         tokio::spawn(read_replies(replies, queued));
         Ok(Link { write, flights })

@@ -3,8 +3,6 @@
 //! redis-rs spent ~7k instructions a decision building, routing and converting the same bytes
 //! (callgrind), more than the rest of the limiter together.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context as _};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{timeout_at, Instant};
@@ -147,11 +145,7 @@ impl Replies {
 pub async fn connect(info: &redis::ConnectionInfo) -> anyhow::Result<(ReadHalf, WriteHalf)> {
     match &info.addr {
         redis::ConnectionAddr::Tcp(host, port) => {
-            let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
-                .await
-                .with_context(|| format!("connecting to redis at {host}:{port}"))?;
-            stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-            let (read, write) = stream.into_split();
+            let (read, write) = tcp(host, *port).await?.into_split();
             Ok((Box::new(read), Box::new(write)))
         }
         redis::ConnectionAddr::Unix(path) => {
@@ -165,10 +159,7 @@ pub async fn connect(info: &redis::ConnectionInfo) -> anyhow::Result<(ReadHalf, 
             if tls_params.is_some() {
                 bail!("the rate limiter takes its TLS settings from REDIS_URL only");
             }
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
-                .await
-                .with_context(|| format!("connecting to redis at {host}:{port}"))?;
-            tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
+            let tcp = tcp(host, *port).await?;
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .with_context(|| format!("{host:?} is not a name TLS can verify"))?;
             let stream = tokio_rustls::TlsConnector::from(tls::config(*insecure)?)
@@ -181,16 +172,24 @@ pub async fn connect(info: &redis::ConnectionInfo) -> anyhow::Result<(ReadHalf, 
     }
 }
 
+async fn tcp(host: &str, port: u16) -> anyhow::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect((host, port))
+        .await
+        .with_context(|| format!("connecting to redis at {host}:{port}"))?;
+    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+    Ok(stream)
+}
+
 /// AUTH and SELECT as `REDIS_URL` asks, then SCRIPT LOAD: after this, `sha` is known to the
 /// server for as long as the connection lives (a restart ends both).
 pub async fn handshake(
     info: &redis::RedisConnectionInfo,
     script: &str,
     sha: &str,
-    (read, write): (&mut Replies, &mut WriteHalf),
-    within: Duration,
+    read: &mut Replies,
+    write: &mut WriteHalf,
+    deadline: Instant,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
     let mut buf = Vec::with_capacity(script.len() + 128);
     let mut expect_ok = Vec::new();
     if let Some(password) = &info.password {
@@ -305,6 +304,8 @@ mod tls {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
