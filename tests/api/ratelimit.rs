@@ -177,22 +177,25 @@ async fn a_frozen_redis_falls_back_within_the_timeout_and_limiting_resumes_when_
     drop(thaw);
 
     // After the breaker window Redis decides again.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let before = metric_sum(&app.metrics().await, "rate_limit_decisions_total", &[("decision", "allowed")]);
-        hammer(&app, &token, 1).await;
-        let after = metric_sum(&app.metrics().await, "rate_limit_decisions_total", &[("decision", "allowed")]);
-        if after > before {
-            break;
-        }
-        assert!(Instant::now() < deadline, "redis-backed decisions never resumed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_redis_decides_again(&app, &token, "redis-backed decisions never resumed").await;
+}
+
+fn allowed(metrics: &str) -> f64 {
+    metric_sum(metrics, "rate_limit_decisions_total", &[("decision", "allowed")])
+}
+
+/// An app limited through `redis_url`, and a token whose first three requests Redis decided.
+async fn decided_by_redis(db: &TestDb, redis_url: &str) -> (TestApp, String) {
+    let app = limited(db, 6000, 1000).env("REDIS_URL", redis_url).start().await;
+    let token = app.token("alice", None).await;
+    assert_eq!(hammer(&app, &token, 3).await.0, 3);
+    let m = app.metrics().await;
+    assert_eq!(allowed(&m), 3.0, "decided by redis: {m}");
+    (app, token)
 }
 
 /// Hammers until one more decision comes from Redis, or fails after ten seconds.
 async fn until_redis_decides_again(app: &TestApp, token: &str, what: &str) {
-    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let before = allowed(&app.metrics().await);
@@ -209,11 +212,7 @@ async fn until_redis_decides_again(app: &TestApp, token: &str, what: &str) {
 async fn a_restarted_redis_is_reconnected_and_decides_again() {
     let redis = PrivateRedis::start().await;
     let db = TestDb::create(&admin_url()).await;
-    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).start().await;
-    let token = app.token("alice", None).await;
-    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
-    assert_eq!(hammer(&app, &token, 3).await.0, 3);
-    assert_eq!(allowed(&app.metrics().await), 3.0, "decided by redis");
+    let (app, token) = decided_by_redis(&db, &redis.url()).await;
 
     // The limiter's socket dies with the old server.
     let _redis = redis.restart().await;
@@ -224,11 +223,7 @@ async fn a_restarted_redis_is_reconnected_and_decides_again() {
 async fn a_flushed_script_is_loaded_again_and_redis_decides_again() {
     let redis = PrivateRedis::start().await;
     let db = TestDb::create(&admin_url()).await;
-    let app = limited(&db, 6000, 1000).env("REDIS_URL", redis.url()).start().await;
-    let token = app.token("alice", None).await;
-    assert_eq!(hammer(&app, &token, 3).await.0, 3);
-    let allowed = |m: &str| metric_sum(m, "rate_limit_decisions_total", &[("decision", "allowed")]);
-    assert_eq!(allowed(&app.metrics().await), 3.0, "decided by redis");
+    let (app, token) = decided_by_redis(&db, &redis.url()).await;
 
     // Someone runs SCRIPT FLUSH: the next EVALSHA gets NOSCRIPT.
     assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
@@ -239,12 +234,7 @@ async fn a_flushed_script_is_loaded_again_and_redis_decides_again() {
 async fn the_password_and_database_of_redis_url_are_honoured() {
     let redis = PrivateRedis::start_with(&["--requirepass", "s3cret"]).await;
     let db = TestDb::create(&admin_url()).await;
-    let url = format!("redis://:s3cret@127.0.0.1:{}/3", redis.port);
-    let app = limited(&db, 6000, 1000).env("REDIS_URL", &url).start().await;
-    let token = app.token("alice", None).await;
-    assert_eq!(hammer(&app, &token, 3).await.0, 3);
-    let m = app.metrics().await;
-    assert_eq!(metric_sum(&m, "rate_limit_decisions_total", &[("decision", "allowed")]), 3.0, "{m}");
+    let _decided = decided_by_redis(&db, &format!("redis://:s3cret@127.0.0.1:{}/3", redis.port)).await;
     // The budget lives in database 3, none in 0.
     assert_eq!(redis.cli(&["-a", "s3cret", "-n", "3", "DBSIZE"]), "1");
     assert_eq!(redis.cli(&["-a", "s3cret", "-n", "0", "DBSIZE"]), "0");
@@ -300,14 +290,7 @@ async fn rediss_is_spoken_and_an_untrusted_certificate_is_refused_unless_the_url
     assert!(line["error"].as_str().is_some_and(|e| e.contains("TLS handshake")), "{line}");
 
     // #insecure: encrypted, certificate unchecked, and Redis decides.
-    let insecure = limited(&db, 6000, 1000)
-        .env("REDIS_URL", format!("rediss://127.0.0.1:{}/0#insecure", redis.port))
-        .start()
-        .await;
-    let token = insecure.token("alice", None).await;
-    assert_eq!(hammer(&insecure, &token, 3).await.0, 3);
-    let m = insecure.metrics().await;
-    assert_eq!(decisions(&m, "allowed"), 3.0, "{m}");
+    let (insecure, _) = decided_by_redis(&db, &format!("rediss://127.0.0.1:{}/0#insecure", redis.port)).await;
     let details: serde_json::Value = insecure.mgmt_get("/health/details").await.json().await.expect("json");
     assert_eq!(details["checks"]["redis:responseTime"][0]["status"], "pass", "the pool speaks TLS too: {details:#}");
 }
