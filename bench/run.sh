@@ -160,15 +160,49 @@ wrk_measure() {
 }
 
 # alternate KEY A_NAME A_PID A_URL B_NAME B_PID B_URL [VAR=VALUE...]: BENCH_ROUNDS short rounds
-# (BENCH_ROUND_S each) measuring A then B, recorded under KEY as [{A_NAME: .., B_NAME: ..}, ..].
+# (BENCH_ROUND_S each) measuring A then B (B then A in even rounds), recorded under KEY as
+# [{A_NAME: .., B_NAME: ..}, ..].
 # Both servers stay up, so the host's drift between minutes hits both sides of every round.
 alternate() {
-  local key="$1" an="$2" ap="$3" au="$4" bn="$5" bp="$6" bu="$7" a b items=() _
+  local key="$1" an="$2" ap="$3" au="$4" bn="$5" bp="$6" bu="$7" a b items=()
   shift 7
-  for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
-    SERVER_PIDS=("$ap"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$au" "$@")"
-    SERVER_PIDS=("$bp"); b="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$bu" "$@")"
+  local i
+  for i in $(seq 1 "${BENCH_ROUNDS:-5}"); do
+    # A then B, then B then A: a drift of the host within a round tilts every other round
+    # the other way instead of always against B.
+    if [ $(( i % 2 )) -eq 1 ]; then
+      SERVER_PIDS=("$ap"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$au" "$@")"
+      SERVER_PIDS=("$bp"); b="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$bu" "$@")"
+    else
+      SERVER_PIDS=("$bp"); b="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$bu" "$@")"
+      SERVER_PIDS=("$ap"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "$au" "$@")"
+    fi
     items+=("{\"$an\":$a,\"$bn\":$b}")
+  done
+  local IFS=,
+  record "$key" "[${items[*]}]"
+}
+
+# together KEY A_NAME A_URL B_NAME B_URL [VAR=VALUE...]: BENCH_ROUNDS rounds in which one wrk
+# per server runs at the same time (same connections, same pacing each), recorded under KEY
+# as [{A_NAME: .., B_NAME: ..}, ..]. A latency tail here is mostly the host's (a vCPU not
+# scheduled for a few ms); measured side by side, both servers live through the same stalls,
+# and the difference of their p99s is what one does that the other does not.
+together() {
+  local key="$1" an="$2" au="$3" bn="$4" bu="$5" items=() _ pa pb
+  shift 5
+  local envs=("WRK_METHOD=GET" "$@") conns="${MEASURE_CONNS:-$CONNS}" d="${BENCH_ROUND_S:-4}"
+  one() {
+    ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d1s -s "$ROOT/bench/wrk/report.lua" "$1" ) >/dev/null
+    ( pin "$CLIENT_CPU" env "${envs[@]}" wrk -t1 -c"$conns" -d"${d}s" --timeout 10s \
+      -s "$ROOT/bench/wrk/report.lua" "$1" ) | sed -n 's/^WRKJSON //p' >"$2"
+  }
+  for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
+    one "$au" "$RUN_DIR/together.a" & pa=$!
+    one "$bu" "$RUN_DIR/together.b" & pb=$!
+    wait "$pa" "$pb" || die "wrk failed in a side-by-side round ($au, $bu)"
+    if [ ! -s "$RUN_DIR/together.a" ] || [ ! -s "$RUN_DIR/together.b" ]; then die "wrk printed no summary in a side-by-side round"; fi
+    items+=("{\"$an\":$(cat "$RUN_DIR/together.a"),\"$bn\":$(cat "$RUN_DIR/together.b")}")
   done
   local IFS=,
   record "$key" "[${items[*]}]"
@@ -342,7 +376,8 @@ PY
   fi
   # 2c. What the limiter adds to p99 below saturation: a second server with the limiter off
   # beside it, both at the same paced load (each wrk connection waits before each request:
-  # ~3 000 req/s offered, a third of the route's capacity), alternating rounds.
+  # ~3 000 req/s offered, a third of the route's capacity), in alternating rounds and then
+  # side by side.
   if [ -s "$RUN_DIR/rl.metrics" ]; then
     log "2c. limiter on vs off at a paced, partial load (${BENCH_ROUNDS:-5} alternating rounds)"
     ballast_start RLOFF "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=false
@@ -359,6 +394,9 @@ PY
     curl -s --max-time 5 "http://$RL_MGMT/metrics" >"$RUN_DIR/rtt.before" || true
     alternate limiter.paced off "$RLOFF_PID" "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" \
       on "$RL_PID" "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20
+    log "2c. limiter on and off side by side, same paced load each (${BENCH_ROUNDS:-5} rounds)"
+    together limiter.paced_together off "http://$RLOFF_HTTP/api/v1/jobs/$JOB_ID" \
+      on "$RL_URL/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN" WRK_DELAY_MS=20
     # The limiter's own share of those requests' latency: its Redis round trips, as the
     # server timed them (rate_limit_redis_duration_seconds), over the paced rounds only.
     curl -s --max-time 5 "http://$RL_MGMT/metrics" >"$RUN_DIR/rtt.after" || true
@@ -431,15 +469,17 @@ PY
   # 2b once more in alternating rounds, limiter-only wrk then redis-benchmark, both ~4 s: the
   # two are measured a minute apart above, and the host drifts by as much as the gap to close.
   if [ -n "$RLX_PID" ]; then
-    log "2b. ${BENCH_ROUNDS:-5} alternating rounds: limiter only, then redis-benchmark EVALSHA"
+    log "2b. ${BENCH_ROUNDS:-5} alternating rounds: limiter only and redis-benchmark EVALSHA, in turn"
     # Sized from the measurement above: ~BENCH_ROUND_S seconds of calls per round.
     calls="$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["rps"] * float(sys.argv[2])))' \
       "$evalsha" "${BENCH_ROUND_S:-4}")"
     items=()
-    for _ in $(seq 1 "${BENCH_ROUNDS:-5}"); do
+    for i in $(seq 1 "${BENCH_ROUNDS:-5}"); do
       SERVER_PIDS=("$RLX_PID")
+      # Every other round redis-benchmark goes first (as in `alternate`).
+      if [ $(( i % 2 )) -eq 0 ]; then b="$(redis_evalsha "$calls")"; fi
       a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
-      b="$(redis_evalsha "$calls")"
+      if [ $(( i % 2 )) -eq 1 ]; then b="$(redis_evalsha "$calls")"; fi
       items+=("{\"limiter\":$a,\"redis\":$b}")
     done
     record limiter.rounds "[$(IFS=,; echo "${items[*]}")]"
