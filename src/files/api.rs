@@ -30,9 +30,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         // The JSON body limit does not apply to uploads: they stream and enforce
         // MAX_UPLOAD_BYTES themselves while reading.
-        .route("/files", post(create_file).layer(DefaultBodyLimit::disable()).get(list_files))
-        .route("/files/{id}", get(get_file).delete(delete_file))
-        .route("/files/{id}/content", get(get_content))
+        .route("/api/v1/files", post(create_file).layer(DefaultBodyLimit::disable()).get(list_files))
+        .route("/api/v1/files/{id}", get(get_file).delete(delete_file))
+        .route("/api/v1/files/{id}/content", get(get_content))
 }
 
 fn parse_id(raw: &str) -> ApiResult<Uuid> {

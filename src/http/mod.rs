@@ -59,14 +59,16 @@ pub fn public_router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
-        .nest("/api/v1", api_router(state.clone()))
+        .merge(api_router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(stack)
         .with_state(state)
 }
 
-/// `/api/v1`: rate limited (before auth, which the handlers' extractors do).
+/// `/api/v1`: rate limited (before auth, which the handlers' extractors do). Its routes carry
+/// the prefix themselves: `nest` would rebuild every request's URI without it (~2 800
+/// instructions a request, a twentieth of a refused one).
 fn api_router(state: AppState) -> Router<AppState> {
     crate::jobs::api::router()
         .merge(crate::files::api::router())

@@ -22,9 +22,9 @@ use crate::telemetry::context;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/jobs", post(create_job).get(list_jobs))
-        .route("/jobs/{id}", get(get_job).delete(delete_job))
-        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/jobs", post(create_job).get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
 }
 
 /// Unknown top-level fields are ignored (payloads are strict per kind).

@@ -18,6 +18,15 @@ async fn unknown_routes_and_methods_get_problem_json_with_trace_ids() {
     let resp = app.client.delete(app.url("/health/live")).send().await.expect("DELETE");
     assert_eq!(resp.status(), 405);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    // The API's own routes answer the same way: an unknown path under the prefix, a method
+    // a route does not have.
+    let resp = app.client.get(app.url("/api/v1/nope")).send().await.expect("GET");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let resp = app.client.put(app.url("/api/v1/jobs")).send().await.expect("PUT");
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }
 
 #[tokio::test]
