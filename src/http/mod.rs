@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::routing::get;
-use axum::{middleware::from_fn_with_state, Router};
+use axum::Router;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -72,7 +72,7 @@ pub fn public_router(state: AppState) -> Router {
 fn api_router(state: AppState) -> Router<AppState> {
     crate::jobs::api::router()
         .merge(crate::files::api::router())
-        .route_layer(from_fn_with_state(state, crate::ratelimit::middleware::rate_limit))
+        .route_layer(crate::ratelimit::middleware::RateLimitLayer::new(state))
 }
 
 /// The management listener: metrics, deep health, build info. Not logged at info level.
