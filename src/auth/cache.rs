@@ -69,7 +69,7 @@ mod tests {
     use super::*;
 
     fn alice() -> Identity {
-        Identity { sub: "alice".into(), tenant: "acme".into(), scopes: vec!["admin".into()] }
+        Identity { sub: "alice".into(), tenant: "acme".into(), scopes: vec!["admin".into()].into() }
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod claims;
 mod jwks;
 mod verifier;
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
 
@@ -17,12 +19,13 @@ use crate::http::error::ApiError;
 use crate::state::AppState;
 use crate::telemetry::context;
 
-/// The verified caller.
+/// The verified caller. Shared, not copied: the token cache hands one out per request, and
+/// the rate limiter, the request's log context and the handler each hold it.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub sub: String,
-    pub tenant: String,
-    pub scopes: Vec<String>,
+    pub sub: Arc<str>,
+    pub tenant: Arc<str>,
+    pub scopes: Arc<[String]>,
 }
 
 impl Identity {

@@ -102,7 +102,7 @@ impl Verifier {
         }
         let tenant = c.org.filter(|o| !o.trim().is_empty()).unwrap_or_else(|| c.sub.clone());
         let scopes = c.scope.split_whitespace().map(str::to_string).collect();
-        Ok((Identity { sub: c.sub, tenant, scopes }, c.exp))
+        Ok((Identity { sub: c.sub.into(), tenant: tenant.into(), scopes }, c.exp))
     }
 }
 

@@ -176,7 +176,7 @@ pub async fn create_job(
         hex::encode(Sha256::digest(&canonical))
     });
     let new = NewJob {
-        tenant: identity.tenant.clone(),
+        tenant: identity.tenant.to_string(),
         kind: body.kind.clone(),
         payload: body.payload,
         run_at: body.run_at,

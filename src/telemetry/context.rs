@@ -20,7 +20,7 @@ pub struct RequestContext {
     /// The client's address (`http::client_ip`): the limiter's identity for anonymous requests.
     pub client_ip: std::net::IpAddr,
     /// Set by the auth extractor once a token is verified; read by the access log.
-    pub user: OnceLock<String>,
+    pub user: OnceLock<std::sync::Arc<str>>,
 }
 
 impl RequestContext {

@@ -246,7 +246,7 @@ fn finish(state: &AppState, ctx: Arc<RequestContext>, seen: Seen, mut resp: Resp
 
     let error = resp.extensions().get::<ErrorNote>().map(|n| n.0.clone());
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    let user = user.get().map(String::as_str).unwrap_or("");
+    let user = user.get().map(|u| &**u).unwrap_or("");
     let client_ip = ip_text(*client_ip);
     macro_rules! access {
         ($lvl:ident) => {
