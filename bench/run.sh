@@ -439,6 +439,14 @@ PY
     SERVER_PIDS=("$RLX_PID")
     wait_for_http "http://$RLX_HTTP/health/ready" 20 || die "ballast not ready"
     record http.ballast_limiter_only "$(wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+    # The same refused request with no Redis at all (no REDIS_URL: the in-process GCRA of
+    # RATE_LIMIT_FAIL_MODE=local decides): what the route costs without the round trip, so the
+    # ratio above splits into HTTP serving (JWT, 429 body, log line) and the limiter's Redis I/O.
+    ballast_start RLL "$SERVER_CPU" serve "${APP_ENV_VARS[@]}" WORKER_CONCURRENCY=0 RATE_LIMIT_ENABLED=true \
+      "${LIMITER_HIGH[@]}" RATE_LIMIT_DEFAULT_PER_MINUTE=1 RATE_LIMIT_DEFAULT_BURST=1 REDIS_URL= RATE_LIMIT_FAIL_MODE=local
+    SERVER_PIDS=("$RLL_PID")
+    wait_for_http "http://$RLL_HTTP/health/ready" 20 || die "ballast (no Redis) not ready"
+    record http.ballast_limiter_local "$(wrk_measure "http://$RLL_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
   fi
 
   # The project's own limiter script when the tree has one, else the stand-in; one identity,
@@ -469,21 +477,27 @@ PY
   # 2b once more in alternating rounds, limiter-only wrk then redis-benchmark, both ~4 s: the
   # two are measured a minute apart above, and the host drifts by as much as the gap to close.
   if [ -n "$RLX_PID" ]; then
-    log "2b. ${BENCH_ROUNDS:-5} alternating rounds: limiter only and redis-benchmark EVALSHA, in turn"
+    log "2b. ${BENCH_ROUNDS:-5} alternating rounds: limiter only (Redis), the same in process, redis-benchmark EVALSHA"
     # Sized from the measurement above: ~BENCH_ROUND_S seconds of calls per round.
     calls="$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["rps"] * float(sys.argv[2])))' \
       "$evalsha" "${BENCH_ROUND_S:-4}")"
     items=()
     for i in $(seq 1 "${BENCH_ROUNDS:-5}"); do
-      SERVER_PIDS=("$RLX_PID")
-      # Every other round redis-benchmark goes first (as in `alternate`).
+      # Every other round the order is reversed (as in `alternate`).
       if [ $(( i % 2 )) -eq 0 ]; then b="$(redis_evalsha "$calls")"; fi
-      a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+      if [ $(( i % 2 )) -eq 1 ]; then
+        SERVER_PIDS=("$RLX_PID"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+      fi
+      SERVER_PIDS=("$RLL_PID"); c="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLL_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+      if [ $(( i % 2 )) -eq 0 ]; then
+        SERVER_PIDS=("$RLX_PID"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
+      fi
       if [ $(( i % 2 )) -eq 1 ]; then b="$(redis_evalsha "$calls")"; fi
-      items+=("{\"limiter\":$a,\"redis\":$b}")
+      items+=("{\"limiter\":$a,\"local\":$c,\"redis\":$b}")
     done
     record limiter.rounds "[$(IFS=,; echo "${items[*]}")]"
     stop_pid "$RLX_PID" TERM 30
+    stop_pid "$RLL_PID" TERM 30
   fi
 fi
 

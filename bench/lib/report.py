@@ -159,6 +159,14 @@ def main():
         if redis:
             lim["ratio_limiter_only_redis"] = ratio(only["rps"], redis["rps"])
             p(f"  limiter only / redis ceiling: × {fmt(lim['ratio_limiter_only_redis'], 3)}")
+    local = r.get("http.ballast_limiter_local")
+    if local and only:
+        lim["limiter_local"] = local
+        srv, srv_local = only.get("server_cpu_us_per_item"), local.get("server_cpu_us_per_item")
+        rtt = round(srv - srv_local, 1) if srv is not None and srv_local is not None else None
+        lim["redis_io_server_cpu_us_per_req"] = rtt
+        p(f"  the same refused request decided in process (no REDIS_URL, fail mode local): {fmt(local['rps'], 0)} rps,"
+          f" p50 {fmt(local['p50_ms'], 2)} ms, server CPU {srv_local} µs/req → the Redis round trip costs the server {rtt} µs/req")
     lrounds = r.get("limiter.rounds") or []
     if lrounds:
         rr = [ratio(x["limiter"]["rps"], x["redis"]["rps"]) for x in lrounds]
@@ -168,6 +176,16 @@ def main():
           f" → median × {med:.3f} (limiter {fmt(statistics.median([x['limiter']['rps'] for x in lrounds]), 0)} rps,"
           f" redis {fmt(statistics.median([x['redis']['rps'] for x in lrounds]), 0)} ops/s)"
           f" — target ≥ 0.8: {'met' if med >= 0.8 else 'MISSED'}")
+        if all("local" in x for x in lrounds):
+            # With a Redis round trip that cost the server nothing the limited route would run at
+            # the in-process rate: the most the target's ratio can reach with this HTTP stack.
+            lr = [ratio(x["local"]["rps"], x["redis"]["rps"]) for x in lrounds]
+            lmed = statistics.median(lr)
+            share = [ratio(x["limiter"]["rps"], x["local"]["rps"]) for x in lrounds]
+            lim["rounds"].update({"local_ratios": lr, "local_median_ratio": lmed, "limiter_of_local": share})
+            p(f"  the same rounds, decided in process ÷ redis EVALSHA (the ceiling of the ratio above with a free round trip):"
+              f" × {', '.join(fmt(x, 3) for x in lr)} → median × {lmed:.3f};"
+              f" limiter only ÷ in process median × {statistics.median(share):.3f}")
     # limiter on − off at the paced load: alternating rounds, then side by side.
     for key, label in (("limiter.paced", "paced (~{rps} req/s, below saturation)"),
                        ("limiter.paced_together", "side by side (~{rps} req/s each, same moments)")):
