@@ -7,8 +7,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::{RateLimitingMiddleware, StateInformationMiddleware};
+use governor::state::StateStore;
+use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
 use super::PolicyName;
 use crate::config::{RateLimitSettings, RatePolicy};
@@ -18,6 +19,19 @@ type Keyed<K> =
 
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN)
+}
+
+type Moment = <DefaultClock as Clock>::Instant;
+
+/// How long a refused caller is to wait, read on the limiter's own clock: a new `DefaultClock`
+/// (quanta) probes the CPU with CPUID, a VM exit on a virtual machine, and cost ~40 µs of CPU
+/// per refused request there (measured), four times the Redis path.
+fn wait<K, S, MW>(limiter: &RateLimiter<K, S, DefaultClock, MW>, refused: &NotUntil<Moment>) -> Duration
+where
+    S: StateStore<Key = K>,
+    MW: RateLimitingMiddleware<Moment>,
+{
+    refused.wait_time_from(limiter.clock().now())
 }
 
 fn quota(rate: RatePolicy) -> Quota {
@@ -36,9 +50,7 @@ impl Local {
         Local { default: make(s.default), uploads: make(s.uploads), anonymous: make(s.anonymous) }
     }
 
-    /// `(allowed, remaining, retry_after)`. The wait is measured on the limiter's own clock: a
-    /// new `DefaultClock` (quanta) probes the CPU with CPUID, a VM exit on a virtual machine,
-    /// and cost ~40 µs of CPU per refused request there (measured), four times the Redis path.
+    /// `(allowed, remaining, retry_after)`.
     pub fn check(&self, policy: PolicyName, _rate: RatePolicy, identity: &str) -> (bool, u64, Duration) {
         let limiter = match policy {
             PolicyName::Default => &self.default,
@@ -47,7 +59,7 @@ impl Local {
         };
         match limiter.check_key(&identity.to_string()) {
             Ok(snapshot) => (true, u64::from(snapshot.remaining_burst_capacity()), Duration::ZERO),
-            Err(not_until) => (false, 0, not_until.wait_time_from(limiter.clock().now())),
+            Err(not_until) => (false, 0, wait(limiter, &not_until)),
         }
     }
 
@@ -67,9 +79,8 @@ impl IpGuard {
         IpGuard { limiter: RateLimiter::keyed(Quota::per_second(nz(per_second)).allow_burst(nz(burst))) }
     }
 
-    /// A flood is refused at the cost of one map lookup (own clock: see [`Local::check`]).
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.limiter.check_key(&ip).map_err(|nu| nu.wait_time_from(self.limiter.clock().now()))
+        self.limiter.check_key(&ip).map_err(|refused| wait(&self.limiter, &refused))
     }
 
     pub fn retain_recent(&self) {
