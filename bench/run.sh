@@ -481,18 +481,17 @@ PY
     # Sized from the measurement above: ~BENCH_ROUND_S seconds of calls per round.
     calls="$(python3 -c 'import json,sys; print(int(json.loads(sys.argv[1])["rps"] * float(sys.argv[2])))' \
       "$evalsha" "${BENCH_ROUND_S:-4}")"
+    # refused_round PID ADDR: one round of the refused request against one of the two servers.
+    refused_round() {
+      SERVER_PIDS=("$1")
+      DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$2/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN"
+    }
     items=()
     for i in $(seq 1 "${BENCH_ROUNDS:-5}"); do
-      # Every other round the order is reversed (as in `alternate`).
-      if [ $(( i % 2 )) -eq 0 ]; then b="$(redis_evalsha "$calls")"; fi
-      if [ $(( i % 2 )) -eq 1 ]; then
-        SERVER_PIDS=("$RLX_PID"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
-      fi
-      SERVER_PIDS=("$RLL_PID"); c="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLL_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
-      if [ $(( i % 2 )) -eq 0 ]; then
-        SERVER_PIDS=("$RLX_PID"); a="$(DURATION="${BENCH_ROUND_S:-4}" WARMUP=1 wrk_measure "http://$RLX_HTTP/api/v1/jobs/$JOB_ID" "WRK_TOKEN=$TOKEN")"
-      fi
-      if [ $(( i % 2 )) -eq 1 ]; then b="$(redis_evalsha "$calls")"; fi
+      # Every other round the order is reversed (as in `alternate`); in process stays between.
+      if [ $(( i % 2 )) -eq 1 ]; then a="$(refused_round "$RLX_PID" "$RLX_HTTP")"; else b="$(redis_evalsha "$calls")"; fi
+      c="$(refused_round "$RLL_PID" "$RLL_HTTP")"
+      if [ $(( i % 2 )) -eq 1 ]; then b="$(redis_evalsha "$calls")"; else a="$(refused_round "$RLX_PID" "$RLX_HTTP")"; fi
       items+=("{\"limiter\":$a,\"local\":$c,\"redis\":$b}")
     done
     record limiter.rounds "[$(IFS=,; echo "${items[*]}")]"
